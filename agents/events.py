@@ -1,0 +1,138 @@
+"""The typed event stream that runs from a provider to the browser.
+
+Providers yield `ProviderEvent`s and nothing else; the agent loop turns them into `TurnEvent`s
+(adding tool-call progress, queueing, model selection and the end of the turn). Persistence and
+both transports (WebSocket, /v1 API) consume the same values. Values are pure: no Django here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+# --- What goes upstream -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A whole tool call as the model asked for it (deltas already accumulated by the adapter)."""
+
+    id: str
+    name: str
+    # Parsed JSON object; `arguments_raw` keeps the exact text in case it was not valid JSON.
+    arguments: dict[str, Any]
+    arguments_raw: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str = ""
+    # Reasoning the assistant produced before `content` (gpt-oss reasoning_content, Anthropic
+    # thinking). Sent back upstream only where the provider expects it.
+    reasoning: str = ""
+    # Anthropic requires the signature of a thinking block to send it back; other providers ignore it.
+    reasoning_signature: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    # For role == "tool": which call this is the result of, and whether it failed.
+    tool_call_id: str = ""
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    messages: tuple[ChatMessage, ...]
+    system: str = ""
+    tools: tuple[ToolSpec, ...] = ()
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+# --- What a provider yields ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    type: Literal["text"] = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str
+    # Anthropic signs thinking blocks; the signature arrives once, at the end of the block.
+    signature: str = ""
+    type: Literal["reasoning"] = "reasoning"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequested:
+    call: ToolCall
+    type: Literal["tool_call"] = "tool_call"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    # Input tokens served from the provider's prompt cache (a subset of input_tokens).
+    cached_tokens: int = 0
+    type: Literal["usage"] = "usage"
+
+
+FinishReason = Literal["stop", "tool_calls", "length", "content_filter", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    reason: FinishReason
+    type: Literal["finished"] = "finished"
+
+
+ProviderEvent = TextDelta | ReasoningDelta | ToolCallRequested | Usage | Finished
+
+
+# --- Errors -------------------------------------------------------------------------------------
+
+ErrorKind = Literal[
+    "rate_limited",  # 429 / 529: retry later
+    "server_error",  # 5xx
+    "connection",  # could not connect, connection dropped
+    "timeout",  # first-token, gap or total timeout
+    "auth",  # 401 / 403
+    "not_found",  # 404: unknown model or wrong URL
+    "bad_request",  # 400 / 422
+    "protocol",  # the server answered something we cannot parse
+]
+
+
+class ProviderError(Exception):
+    """Raised by a provider's `stream()`; `message` is safe to show to a user (no secrets)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: ErrorKind,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after

@@ -1,0 +1,226 @@
+"""Django settings. Values that differ between machines come from chatsite.env (the README's
+configuration table); everything else is fixed here."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
+
+from chatsite import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Where the embedded defaults keep their files (SQLite database, generated secret key).
+DATA_DIR = Path(env.text("DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+DEBUG = env.flag("DEBUG", default=False)
+
+
+def _secret_key() -> str:
+    key = env.text("SECRET_KEY")
+    if key:
+        if len(key) < 50 or len(set(key)) < 5:
+            raise ImproperlyConfigured(
+                "SECRET_KEY is too weak: use at least 50 random characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+            )
+        return key
+    # First run on one machine: make a strong key once and keep it beside the database, so
+    # sessions survive restarts. A team sets SECRET_KEY explicitly (the same on every process).
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(64))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env.csv("ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = env.csv("CSRF_TRUSTED_ORIGINS")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not _origin.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(
+            f"CSRF_TRUSTED_ORIGINS entries must start with http:// or https://, not {_origin!r}."
+        )
+
+# Behind a TLS-terminating proxy: secure cookies, HSTS and the redirect all follow this one switch.
+HTTPS = env.flag("HTTPS", default=False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.integer("HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "accounts",
+    "agents",
+    "conversations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+ASGI_APPLICATION = "chatsite.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.csp",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Model, tool and title text is untrusted: no inline script or style without a nonce, no remote
+# images, no framing, no plugins.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "font-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
+}
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+
+
+def _database() -> dict:
+    raw = env.url(
+        "DATABASE_URL",
+        f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
+        schemes=("sqlite", "postgres", "postgresql", "pgsql"),
+    )
+    config = dj_database_url.parse(raw)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        # WAL lets readers run while a turn writes; IMMEDIATE avoids "database is locked" on
+        # lock upgrades when several async tasks write at once.
+        config["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+    else:
+        config["CONN_MAX_AGE"] = env.integer("DATABASE_CONN_MAX_AGE", 60)
+        config["CONN_HEALTH_CHECKS"] = True
+        # channels.testing's live server needs an explicit test database name on PostgreSQL.
+        config["TEST"] = {"NAME": f"test_{config['NAME']}_chatsite"}
+    return config
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+REDIS_URL = env.url("REDIS_URL", schemes=("redis", "rediss", "unix"))
+# channels-redis drops messages silently past a channel's capacity: size it for a burst of
+# streamed tokens; clients also detect gaps by sequence number and refetch.
+CHANNEL_CAPACITY = env.integer("CHANNEL_CAPACITY", 2000, minimum=100)
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": CHANNEL_CAPACITY, "expiry": 60},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": 60},
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.text("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# WebSocket frames larger than this are refused by the consumer (bytes).
+WS_MAX_FRAME_BYTES = env.integer("WS_MAX_FRAME_BYTES", 256 * 1024, minimum=1024)
+# Longest user message accepted (characters).
+MAX_MESSAGE_CHARS = env.integer("MAX_MESSAGE_CHARS", 100_000, minimum=100)
+
+# The default model server, used until an admin registers providers and agents.
+LLM_KIND = env.choice("LLM_KIND", "openai", choices=("openai", "anthropic"))
+LLM_BASE_URL = env.url("LLM_BASE_URL", "http://127.0.0.1:11434/v1", schemes=("http", "https"))
+LLM_API_KEY = env.text("LLM_API_KEY")
+LLM_MODEL = env.text("LLM_MODEL", "gpt-oss:20b")
+LLM_FALLBACK_MODELS = env.csv("LLM_FALLBACK_MODELS")
+LLM_MAX_CONCURRENCY = env.integer("LLM_MAX_CONCURRENCY", 64, minimum=1)
+LLM_MAX_RETRIES = env.integer("LLM_MAX_RETRIES", 3)
+LLM_CONNECT_TIMEOUT = env.number("LLM_CONNECT_TIMEOUT", 10.0, minimum=0.01)
+LLM_FIRST_TOKEN_TIMEOUT = env.number("LLM_FIRST_TOKEN_TIMEOUT", 120.0, minimum=0.01)
+LLM_GAP_TIMEOUT = env.number("LLM_GAP_TIMEOUT", 60.0, minimum=0.01)
+LLM_TOTAL_TIMEOUT = env.number("LLM_TOTAL_TIMEOUT", 900.0, minimum=0.01)
+SYSTEM_PROMPT = env.text("SYSTEM_PROMPT", "You are a helpful assistant.")
+
+# How often a streaming answer is written to the database (seconds). Also the turn's heartbeat:
+# a streaming message not written for TURN_STALE_AFTER seconds belongs to a dead process.
+TURN_FLUSH_INTERVAL = env.number("TURN_FLUSH_INTERVAL", 1.0, minimum=0.05)
+TURN_STALE_AFTER = env.number("TURN_STALE_AFTER", 15.0, minimum=1.0)
+
+LOG_LEVEL = env.choice("LOG_LEVEL", "info", choices=("debug", "info", "warning", "error"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL.upper()},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}

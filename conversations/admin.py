@@ -1,0 +1,97 @@
+"""The audit views. Conversations, messages and tool calls are the audit record: staff read them,
+nobody edits them here, and only superusers may delete."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from conversations.models import Conversation, Message, ToolCall
+
+
+class AuditAdminMixin:
+    """Read-only for everyone; deletion for superusers only."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+
+class ToolCallInline(AuditAdminMixin, admin.TabularInline):
+    model = ToolCall
+    extra = 0
+    fields = ["call_id", "server", "tool_name", "arguments", "status", "is_error", "result",
+              "started_at", "finished_at"]
+    readonly_fields = fields
+    show_change_link = True
+
+
+class MessageInline(AuditAdminMixin, admin.TabularInline):
+    model = Message
+    extra = 0
+    fields = ["id", "role", "status", "model", "content", "input_tokens", "output_tokens",
+              "created_at"]
+    readonly_fields = fields
+    show_change_link = True
+    ordering = ["created_at", "id"]
+
+
+@admin.register(Conversation)
+class ConversationAdmin(AuditAdminMixin, admin.ModelAdmin):
+    list_display = ["__str__", "owner", "agent", "source", "created_at", "updated_at",
+                    "is_deleted"]
+    list_filter = [("owner", admin.RelatedOnlyFieldListFilter), "source", "is_deleted",
+                   "agent", "created_at"]
+    search_fields = ["title", "owner__username", "owner__email", "id"]
+    date_hierarchy = "created_at"
+    list_select_related = ["owner", "agent"]
+    readonly_fields = ["id", "owner", "title", "agent", "source", "created_at", "updated_at",
+                       "is_deleted", "deleted_at"]
+    inlines = [MessageInline]
+
+
+@admin.register(Message)
+class MessageAdmin(AuditAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "conversation_owner", "role", "status", "model", "short_content",
+                    "input_tokens", "output_tokens", "created_at"]
+    list_filter = [("conversation__owner", admin.RelatedOnlyFieldListFilter), "role", "status",
+                   "model", "created_at"]
+    search_fields = ["content", "conversation__title", "conversation__owner__username", "model"]
+    date_hierarchy = "created_at"
+    list_select_related = ["conversation__owner"]
+    readonly_fields = [f.name for f in Message._meta.fields]
+    inlines = [ToolCallInline]
+
+    @admin.display(description="User", ordering="conversation__owner__username")
+    def conversation_owner(self, obj: Message) -> str:
+        return obj.conversation.owner.get_username()
+
+    @admin.display(description="Content")
+    def short_content(self, obj: Message) -> str:
+        return obj.content[:80] + ("…" if len(obj.content) > 80 else "")
+
+
+@admin.register(ToolCall)
+class ToolCallAdmin(AuditAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "tool_name", "server", "status", "is_error", "user", "started_at",
+                    "finished_at"]
+    list_filter = ["tool_name", "server", "status", "is_error",
+                   ("message__conversation__owner", admin.RelatedOnlyFieldListFilter),
+                   "created_at"]
+    search_fields = ["tool_name", "server", "call_id", "result"]
+    date_hierarchy = "created_at"
+    list_select_related = ["message__conversation__owner"]
+    readonly_fields = [f.name for f in ToolCall._meta.fields]
+
+    @admin.display(description="User", ordering="message__conversation__owner__username")
+    def user(self, obj: ToolCall) -> str:
+        return obj.message.conversation.owner.get_username()
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ToolCall]:
+        return super().get_queryset(request)

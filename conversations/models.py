@@ -1,0 +1,174 @@
+"""Conversations, messages and tool calls: what users see and what the audit keeps.
+
+Rows are loaded for users only through conversations.selectors (access_*), never directly in a
+view or consumer. Messages and tool calls are the audit record: the admin shows them read-only.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Conversation(models.Model):
+    class Source(models.TextChoices):
+        WEB = "web", "Web"
+        API = "api", "API"
+
+    # Random ids in addresses: a conversation's URL reveals nothing about how many others exist.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    agent = models.ForeignKey(
+        "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.WEB)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Last activity (a message sent or answered): the sidebar's order.
+    updated_at = models.DateTimeField(auto_now=True)
+    # Deleting hides a conversation from its owner; the audit keeps it.
+    is_deleted = models.BooleanField(default=False)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # A user's conversations by recency (the sidebar).
+            models.Index(
+                fields=["owner", "-updated_at"],
+                condition=Q(is_deleted=False),
+                name="conv_owner_recent",
+            ),
+            # Audit: conversations by date, and by user and date (deleted ones included).
+            models.Index(fields=["created_at"], name="conv_created"),
+            models.Index(fields=["owner", "created_at"], name="conv_owner_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.id}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+        SYSTEM = "system", "System"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"  # stored, waiting for the model (queued or retrying)
+        STREAMING = "streaming", "Streaming"
+        COMPLETE = "complete", "Complete"
+        STOPPED = "stopped", "Stopped"  # the user pressed Stop; the partial text is kept
+        FAILED = "failed", "Failed"  # the model server failed; error says why
+        INTERRUPTED = "interrupted", "Interrupted"  # the process running the turn died
+
+    FINAL_STATUSES = (Status.COMPLETE, Status.STOPPED, Status.FAILED, Status.INTERRUPTED)
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.PROTECT, related_name="messages"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    # Anthropic signs thinking blocks; the signature must go back upstream with the reasoning.
+    reasoning_signature = models.TextField(blank=True)
+    reasoning_ms = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    # The model that actually answered (after any fallback), as "server:model".
+    model = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    # Edits and regenerations make branches: a message's parent is the message it answers or
+    # follows; siblings share a parent. Null for the first message of a conversation.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    # Sent by the client with a user message, so a resent message is stored once.
+    client_key = models.CharField(max_length=64, null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    # Timings: created (queued), first token, finished.
+    created_at = models.DateTimeField(auto_now_add=True)
+    first_token_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Last write of a streaming message: also the turn's heartbeat (see TURN_STALE_AFTER).
+    updated_at = models.DateTimeField(auto_now=True)
+    # Number of the last turn event included in this row's content (joining mid-turn).
+    last_seq = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "client_key"],
+                condition=Q(client_key__isnull=False),
+                name="message_client_key_once",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "streaming", "complete", "stopped",
+                                        "failed", "interrupted"]),
+                name="message_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(role__in=["user", "assistant", "system"]),
+                name="message_role_valid",
+            ),
+        ]
+        indexes = [
+            # A conversation's messages in order.
+            models.Index(fields=["conversation", "created_at", "id"], name="msg_conv_order"),
+            # Audit by date and by model; finding turns left streaming by a dead process.
+            models.Index(fields=["created_at"], name="msg_created"),
+            models.Index(fields=["model", "created_at"], name="msg_model_created"),
+            models.Index(
+                fields=["updated_at"],
+                condition=Q(status__in=["pending", "streaming"]),
+                name="msg_unfinished",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} message {self.pk}"
+
+
+class ToolCall(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"  # asked for by the model, not yet started
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+        RUNNING = "running", "Running"
+        COMPLETE = "complete", "Complete"
+        FAILED = "failed", "Failed"
+        DENIED = "denied", "Denied"
+        CANCELLED = "cancelled", "Cancelled"
+
+    message = models.ForeignKey(Message, on_delete=models.PROTECT, related_name="tool_calls")
+    # The id the model gave the call; results go back upstream under it.
+    call_id = models.CharField(max_length=200)
+    # Name of the MCP server that served the tool (blank for built-in tools).
+    server = models.CharField(max_length=100, blank=True)
+    tool_name = models.CharField(max_length=200)
+    arguments = models.JSONField(default=dict)
+    result = models.TextField(blank=True)
+    is_error = models.BooleanField(default=False)
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "call_id"], name="toolcall_once_per_msg"),
+        ]
+        indexes = [
+            # Audit by tool and date.
+            models.Index(fields=["tool_name", "created_at"], name="toolcall_tool_created"),
+            models.Index(fields=["server", "created_at"], name="toolcall_server_created"),
+            models.Index(fields=["created_at"], name="toolcall_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool_name} ({self.call_id})"
