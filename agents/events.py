@@ -136,3 +136,72 @@ class ProviderError(Exception):
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+# --- What agents.resilience adds (retries, fallbacks, queueing) --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSelected:
+    """A model started answering (emitted once per successful attempt, before its first event).
+
+    After a fallback this names the fallback: the model that actually wrote the answer."""
+
+    provider: str
+    model: str
+    type: Literal["model_selected"] = "model_selected"
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """The turn is queued behind the provider's concurrency limit (`max_concurrency`)."""
+
+    provider: str
+    # 1 = next in line, counted when the turn joined the queue.
+    position: int
+    reason: Literal["concurrency_limit"] = "concurrency_limit"
+    type: Literal["waiting"] = "waiting"
+
+
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """The previous attempt failed before the first token; another starts after `delay` s.
+
+    `attempt` is the 1-based number of the attempt about to start on `model` (so the first
+    retry of a model is attempt 2); `fallback` is True when it moves to the next configured
+    model, whose first attempt is attempt 1. `message` is the failed attempt's user-safe text.
+    """
+
+    attempt: int
+    delay: float
+    message: str
+    provider: str
+    model: str
+    fallback: bool = False
+    type: Literal["retrying"] = "retrying"
+
+
+# What `agents.resilience.stream_with_retries` yields.
+StreamEvent = ProviderEvent | ModelSelected | Waiting | Retrying
+
+
+# --- What the agent loop adds -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStarted:
+    call: ToolCall
+    round: int
+    # Where in the answer's text the call happened, so history can be rebuilt in order.
+    text_offset: int
+    server: str = ""
+    type: Literal["tool_call_started"] = "tool_call_started"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallFinished:
+    call_id: str
+    result: str
+    is_error: bool
+    duration_ms: int
+    type: Literal["tool_call_finished"] = "tool_call_finished"

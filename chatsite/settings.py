@@ -190,6 +190,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+SERVE_STATIC = env.flag("SERVE_STATIC", default=True)
 
 # WebSocket frames larger than this are refused by the consumer (bytes).
 WS_MAX_FRAME_BYTES = env.integer("WS_MAX_FRAME_BYTES", 256 * 1024, minimum=1024)

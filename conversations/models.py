@@ -123,6 +123,10 @@ class Message(models.Model):
             models.Index(fields=["conversation", "created_at", "id"], name="msg_conv_order"),
             # Audit by date and by model; finding turns left streaming by a dead process.
             models.Index(fields=["created_at"], name="msg_created"),
+            # A resent message is found by its key before a new conversation is made for it.
+            models.Index(
+                fields=["client_key"], condition=Q(client_key__isnull=False), name="msg_client_key"
+            ),
             models.Index(fields=["model", "created_at"], name="msg_model_created"),
             models.Index(
                 fields=["updated_at"],
@@ -152,6 +156,10 @@ class ToolCall(models.Model):
     server = models.CharField(max_length=100, blank=True)
     tool_name = models.CharField(max_length=200)
     arguments = models.JSONField(default=dict)
+    # Which model round asked for the call, and how much of the answer's text came before it:
+    # together they rebuild the upstream history (text, calls, results, more text) in order.
+    round = models.PositiveSmallIntegerField(default=0)
+    text_offset = models.PositiveIntegerField(default=0)
     result = models.TextField(blank=True)
     is_error = models.BooleanField(default=False)
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.PENDING)

@@ -1,11 +1,10 @@
 import pytest
-from asgiref.sync import sync_to_async
-from django.db import connections
 
 
-@pytest.fixture(autouse=True)
-async def _close_worker_connections():
-    """Async tests reach the database from worker threads: close those connections afterwards,
-    or PostgreSQL teardown hangs on them (STACK.md)."""
-    yield
-    await sync_to_async(connections.close_all)()
+def pytest_configure(config: pytest.Config) -> None:
+    # The browser suite runs without pytest-asyncio (Playwright's sync API needs that), so the
+    # async fixtures are registered only where the plugin is loaded.
+    if config.pluginmanager.has_plugin("asyncio"):
+        from tests import async_fixtures
+
+        config.pluginmanager.register(async_fixtures, "chatsite-async-fixtures")

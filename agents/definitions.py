@@ -1,0 +1,98 @@
+"""Which system prompt and which models answer a conversation.
+
+An agent is a row of agents.Agent, or, until an admin adds one, the default built from the
+LLM_* settings. Resolution happens once per turn, at its start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from agents.models import Agent, ModelServer
+from agents.providers.base import ProviderConfig, Timeouts
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    agent_id: int | None
+    name: str
+    system_prompt: str
+    # Main model first, then fallbacks: (provider config, model name).
+    targets: tuple[tuple[ProviderConfig, str], ...]
+
+
+def default_server_config() -> ProviderConfig:
+    return ProviderConfig(
+        name="default",
+        kind=settings.LLM_KIND,
+        base_url=settings.LLM_BASE_URL,
+        api_key=settings.LLM_API_KEY,
+        timeouts=Timeouts(
+            connect=settings.LLM_CONNECT_TIMEOUT,
+            first_token=settings.LLM_FIRST_TOKEN_TIMEOUT,
+            gap=settings.LLM_GAP_TIMEOUT,
+            total=settings.LLM_TOTAL_TIMEOUT,
+        ),
+        max_concurrency=settings.LLM_MAX_CONCURRENCY,
+        max_retries=settings.LLM_MAX_RETRIES,
+    )
+
+
+def server_config(server: ModelServer | None) -> ProviderConfig:
+    if server is None:
+        return default_server_config()
+    default = default_server_config()
+    return ProviderConfig(
+        name=server.name,
+        kind=server.kind,
+        base_url=server.base_url,
+        api_key=server.api_key,
+        timeouts=Timeouts(
+            connect=default.timeouts.connect,
+            first_token=server.first_token_timeout,
+            gap=default.timeouts.gap,
+            total=default.timeouts.total,
+        ),
+        max_concurrency=server.max_concurrency,
+        max_retries=default.max_retries,
+    )
+
+
+def _fallback_targets(agent: Agent) -> list[tuple[ProviderConfig, str]]:
+    """Fallbacks are "model" (same server) or "server-name:model" (another registered server)."""
+    names = {name.split(":", 1)[0] for name in agent.fallback_models if ":" in name}
+    servers = {s.name: s for s in ModelServer.objects.filter(name__in=names)}
+    targets = []
+    for entry in agent.fallback_models:
+        server_name, sep, model = entry.partition(":")
+        if sep and server_name in servers:
+            targets.append((server_config(servers[server_name]), model))
+        else:
+            targets.append((server_config(agent.server), entry))
+    return targets
+
+
+def resolve_agent(agent_id: int | None) -> AgentSpec:
+    """The agent to use for a conversation: its own, else the admin's default, else the
+    environment's default. Synchronous (ORM): call through database_sync_to_async."""
+    agent = None
+    if agent_id is not None:
+        agent = Agent.objects.select_related("server").filter(pk=agent_id, enabled=True).first()
+    if agent is None:
+        agent = Agent.objects.select_related("server").filter(is_default=True, enabled=True).first()
+    if agent is None:
+        config = default_server_config()
+        return AgentSpec(
+            agent_id=None,
+            name="Assistant",
+            system_prompt=settings.SYSTEM_PROMPT,
+            targets=((config, settings.LLM_MODEL),)
+            + tuple((config, model) for model in settings.LLM_FALLBACK_MODELS),
+        )
+    return AgentSpec(
+        agent_id=agent.pk,
+        name=agent.name,
+        system_prompt=agent.system_prompt or settings.SYSTEM_PROMPT,
+        targets=((server_config(agent.server), agent.model), *_fallback_targets(agent)),
+    )

@@ -1,0 +1,131 @@
+"""The agent loop: model → tools → model, bounded, yielding one typed event stream.
+
+`run_turn` knows models and tools, not storage or sockets: `conversations.turns` consumes its
+events, numbers them, publishes and persists them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from agents.events import (
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallFinished,
+    ToolCallRequested,
+    ToolCallStarted,
+    Usage,
+)
+from agents.providers.base import Provider
+from agents.resilience import stream_with_retries
+from agents.tools import BeforeToolCall, NoTools, ToolBox, ToolResult
+
+# Bounds a model that keeps asking for tools: after this many rounds it must answer in text.
+DEFAULT_MAX_ROUNDS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One model on one provider; an agent has a list of them (main first, then fallbacks)."""
+
+    provider: Provider
+    model: str
+
+
+@dataclass(slots=True)
+class _Round:
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    signature: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+
+
+async def run_turn(
+    *,
+    targets: Sequence[Target],
+    system: str,
+    history: Sequence[ChatMessage],
+    tools: ToolBox | None = None,
+    before_tool_call: BeforeToolCall | None = None,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
+    max_tokens: int | None = None,
+) -> AsyncIterator[object]:
+    """Yield provider events (text, reasoning, usage, finish), resilience events (waiting,
+    retrying, model selected) and tool-call events, until the model answers without tools.
+
+    Usage is summed over rounds and yielded once per round as it arrives. Raises ProviderError
+    when the model fails; whatever was yielded before stays valid (the caller keeps it)."""
+    tools = tools or NoTools()
+    messages = list(history)
+    text_offset = 0
+    targets_arg = [(t.provider, t.model) for t in targets]
+    for round_no in range(max_rounds):
+        # On the last round tools are withheld, so the model has to answer in text.
+        specs = tuple(tools.specs()) if round_no < max_rounds - 1 else ()
+        request = ChatRequest(
+            model=targets[0].model, messages=tuple(messages), system=system, tools=specs,
+            max_tokens=max_tokens,
+        )
+        current = _Round()
+        async for event in stream_with_retries(providers_and_models=targets_arg, request=request):
+            if isinstance(event, TextDelta):
+                current.text.append(event.text)
+                text_offset += len(event.text)
+            elif isinstance(event, ReasoningDelta):
+                if event.signature:
+                    current.signature = event.signature
+                if event.text:
+                    current.reasoning.append(event.text)
+            elif isinstance(event, ToolCallRequested):
+                current.calls.append(event.call)
+                continue  # announced below as ToolCallStarted, with its place in the text
+            elif isinstance(event, Finished):
+                continue
+            yield event
+        messages.append(
+            ChatMessage(
+                role="assistant", content="".join(current.text),
+                reasoning="".join(current.reasoning), reasoning_signature=current.signature,
+                tool_calls=tuple(current.calls),
+            )
+        )
+        if not current.calls:
+            return
+        for call in current.calls:
+            yield ToolCallStarted(
+                call=call, round=round_no, text_offset=text_offset, server=tools.server_of(call.name)
+            )
+        results = await asyncio.gather(
+            *(_call_tool(tools, call, before_tool_call) for call in current.calls)
+        )
+        for call, (result, duration_ms) in zip(current.calls, results, strict=True):
+            yield ToolCallFinished(
+                call_id=call.id, result=result.content, is_error=result.is_error,
+                duration_ms=duration_ms,
+            )
+            messages.append(
+                ChatMessage(role="tool", content=result.content, tool_call_id=call.id,
+                            is_error=result.is_error)
+            )
+
+
+async def _call_tool(
+    tools: ToolBox, call: ToolCall, before: BeforeToolCall | None
+) -> tuple[ToolResult, int]:
+    started = time.monotonic()
+    try:
+        result = await before(call) if before else None
+        if result is None:
+            result = await tools.call(call)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a tool failure is the model's problem to handle, not the turn's
+        result = ToolResult(content=f"Tool failed: {type(exc).__name__}: {exc}", is_error=True)
+    return result, int((time.monotonic() - started) * 1000)

@@ -1,0 +1,419 @@
+"""What both adapters share on the wire: the pooled client, the timed SSE stream, error mapping.
+
+Private to `agents.providers`. Everything that turns an HTTP failure into a `ProviderError` lives
+here, so the messages users see are the same whichever provider failed, and the one place that
+could leak the API key into a message is the one place that redacts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent, SSEError
+
+from agents.events import ProviderError
+from agents.providers.base import ProviderConfig, Timeouts
+
+# Server error texts are shown to users; long HTML error pages from proxies are not useful.
+MAX_SERVER_MESSAGE = 300
+
+
+def make_client(config: ProviderConfig) -> httpx.AsyncClient:
+    """One pooled client per provider: connections are reused across turns.
+
+    Only the connect timeout is left to httpx; first-token, gap and total are enforced around the
+    SSE iteration (a socket read timeout cannot tell "thinking before the first token" from
+    "stalled mid-answer"). The pool is unbounded because `agents.resilience` already limits
+    concurrency per provider; a second, smaller limit here would queue turns invisibly.
+    """
+    t = config.timeouts
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(None, connect=t.connect, write=t.connect, pool=t.connect),
+        limits=httpx.Limits(
+            max_connections=None, max_keepalive_connections=min(config.max_concurrency, 100)
+        ),
+    )
+
+
+def public_url(url: str) -> str:
+    """The URL without user:password, fit for messages shown to users."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "<invalid URL>"
+    return str(parsed.copy_with(userinfo=b"")) if parsed.userinfo else str(parsed)
+
+
+def redact(text: str, *, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait, from `retry-after-ms` (OpenAI), or `Retry-After` in seconds or HTTP date."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            value = float(ms) / 1000
+            if math.isfinite(value):
+                return max(value, 0.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+        return max(value, 0.0) if math.isfinite(value) else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def server_message(body: bytes | str) -> str:
+    """The human part of an error body, whatever the server's dialect.
+
+    OpenAI and most compatible servers: {"error": {"message": ...}}; Anthropic: {"type": "error",
+    "error": {"type", "message"}}; some servers: {"error": "..."}, FastAPI: {"detail": ...}.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()
+    return _message_from(data) or text.strip()
+
+
+def _message_from(data: Any) -> str:
+    if isinstance(data, str):
+        return data
+    if isinstance(data, dict):
+        for key in ("error", "message", "detail"):
+            if key in data:
+                found = _message_from(data[key])
+                if found:
+                    return found
+        return ""
+    if isinstance(data, list) and data:
+        return "; ".join(filter(None, (_message_from(item) for item in data)))
+    return ""
+
+
+def _truncate(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_SERVER_MESSAGE else text[: MAX_SERVER_MESSAGE - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorContext:
+    """What error messages may mention: the public base URL and the model; never the key."""
+
+    base_url: str
+    model: str
+    api_key: str
+
+    def _clean(self, text: str) -> str:
+        return _truncate(redact(text, secret=self.api_key))
+
+    def from_status(
+        self, *, status: int, body: bytes | str, headers: httpx.Headers
+    ) -> ProviderError:
+        detail = self._clean(server_message(body))
+        where = public_url(self.base_url)
+        if status in (401, 403):
+            # The server's own text is dropped: some servers echo (part of) the key back.
+            return ProviderError(
+                f"The model server rejected the API key (HTTP {status}).", kind="auth", status=status
+            )
+        if status == 404:
+            if "model" in detail.lower():
+                message = f"The model server does not know model '{self.model}' (HTTP 404)."
+            else:
+                message = (
+                    f"The model server at {where} answered 'not found' (HTTP 404): "
+                    f"is the URL right, and does it serve model '{self.model}'?"
+                )
+            return ProviderError(message, kind="not_found", status=status)
+        if status in (429, 529):
+            what = "is overloaded" if status == 529 else "is rate limiting us"
+            return ProviderError(
+                f"The model server {what} (HTTP {status})."
+                + (f" {detail}" if detail else ""),
+                kind="rate_limited",
+                status=status,
+                retryable=True,
+                retry_after=parse_retry_after(headers),
+            )
+        if status == 408:
+            return ProviderError(
+                "The model server timed out (HTTP 408).",
+                kind="timeout",
+                status=status,
+                retryable=True,
+            )
+        if status >= 500:
+            return ProviderError(
+                f"The model server failed (HTTP {status})." + (f" {detail}" if detail else ""),
+                kind="server_error",
+                status=status,
+                # 501 "not implemented" will not get better by asking again.
+                retryable=status != 501,
+                retry_after=parse_retry_after(headers),
+            )
+        return ProviderError(
+            f"The model server refused the request (HTTP {status}): {detail or 'no details'}",
+            kind="bad_request",
+            status=status,
+        )
+
+    def cannot_connect(self) -> ProviderError:
+        return ProviderError(
+            f"Cannot reach the model server at {public_url(self.base_url)}.",
+            kind="connection",
+            retryable=True,
+        )
+
+    def dropped(self) -> ProviderError:
+        return ProviderError(
+            f"The connection to the model server at {public_url(self.base_url)} "
+            "dropped before the answer was complete.",
+            kind="connection",
+            retryable=True,
+        )
+
+    def protocol(self, what: str) -> ProviderError:
+        return ProviderError(
+            f"The model server sent something we cannot read: {self._clean(what)}",
+            kind="protocol",
+        )
+
+    def in_stream(self, *, status: int | None, error_type: str, message: str) -> ProviderError:
+        """An error the server reported inside a 200 stream (Anthropic `error` events, and the
+        `{"error": ...}` chunks some OpenAI-compatible servers send)."""
+        detail = self._clean(message)
+        kinds: dict[str, int] = {
+            "overloaded_error": 529,
+            "rate_limit_error": 429,
+            "api_error": 500,
+            "authentication_error": 401,
+            "permission_error": 403,
+            "not_found_error": 404,
+            "invalid_request_error": 400,
+            "request_too_large": 413,
+            "timeout_error": 504,
+        }
+        status = status or kinds.get(error_type)
+        if status is None:
+            # Unknown mid-stream failures are almost always upstream trouble, worth a retry.
+            return ProviderError(
+                f"The model server reported an error: {detail or error_type or 'no details'}",
+                kind="server_error",
+                retryable=True,
+            )
+        return self.from_status(status=status, body=message, headers=httpx.Headers())
+
+
+TimeoutPhase = Literal["first_token", "gap", "total"]
+
+
+class StreamClock:
+    """The deadlines of one stream: first token, then gap between events, and total.
+
+    Times are taken from the event loop clock. The adapter calls `started_answering()` when the
+    first text, reasoning or tool-call delta arrives; until then the first-token deadline holds,
+    after it each wait for the next SSE event may last `gap` seconds. Time the consumer spends
+    between two events does not count against the gap, only against the total.
+    """
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        self._timeouts = timeouts
+        self._loop = asyncio.get_running_loop()
+        self._start = self._loop.time()
+        self.answering = False
+
+    def started_answering(self) -> None:
+        self.answering = True
+
+    def next_deadline(self) -> tuple[float, TimeoutPhase]:
+        t = self._timeouts
+        total = self._start + t.total
+        if not self.answering:
+            first = self._start + t.first_token
+            return (first, "first_token") if first <= total else (total, "total")
+        gap = self._loop.time() + t.gap
+        return (gap, "gap") if gap <= total else (total, "total")
+
+    def timeout_error(self, phase: TimeoutPhase) -> ProviderError:
+        t = self._timeouts
+        if phase == "first_token":
+            # The only retryable timeout: nothing reached the user yet, and a stuck first
+            # request (a wedged worker, a lost connection) often succeeds on a second try.
+            return ProviderError(
+                f"The model did not start answering within {t.first_token:g} s.",
+                kind="timeout",
+                retryable=True,
+            )
+        if phase == "gap":
+            return ProviderError(
+                f"The model stopped answering for more than {t.gap:g} s.", kind="timeout"
+            )
+        return ProviderError(f"The answer took longer than {t.total:g} s.", kind="timeout")
+
+
+class TimedEvents:
+    """The SSE events of a response, each wait bounded by the clock's current deadline."""
+
+    def __init__(
+        self, *, events: AsyncIterator[ServerSentEvent], clock: StreamClock, errors: ErrorContext
+    ) -> None:
+        self._events = events
+        self.clock = clock
+        self._errors = errors
+
+    def __aiter__(self) -> TimedEvents:
+        return self
+
+    async def __anext__(self) -> ServerSentEvent:
+        deadline, phase = self.clock.next_deadline()
+        try:
+            # A timeout scope around this one await only: a scope spanning the adapter's `yield`
+            # would cancel whatever the consumer happens to be awaiting.
+            async with asyncio.timeout_at(deadline):
+                return await anext(self._events)
+        except TimeoutError:
+            raise self.clock.timeout_error(phase) from None
+        except httpx.TransportError:
+            raise self._errors.dropped() from None
+        except httpx.DecodingError as exc:
+            raise self._errors.protocol(str(exc)) from None
+        except SSEError as exc:
+            raise self._errors.protocol(str(exc)) from None
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def parse_json(sse: ServerSentEvent, *, errors: ErrorContext) -> dict[str, Any]:
+    try:
+        data = json.loads(sse.data)
+    except ValueError:
+        raise errors.protocol(f"invalid JSON in a stream event: {sse.data[:100]!r}") from None
+    if not isinstance(data, dict):
+        raise errors.protocol(f"unexpected stream event: {sse.data[:100]!r}")
+    return data
+
+
+@asynccontextmanager
+async def open_sse(
+    *,
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    timeouts: Timeouts,
+    errors: ErrorContext,
+) -> AsyncIterator[TimedEvents]:
+    """POST `body` and yield its SSE events; the response is closed on exit, however it exits.
+
+    Closing a response whose body was not read to the end drops its connection instead of
+    returning it to the pool, so the server sees the client go away at once (and stops
+    generating). Raises `ProviderError` for HTTP errors, connection failures and the first-token
+    or total timeout while waiting for the response headers.
+    """
+    clock = StreamClock(timeouts)
+    request = client.build_request(
+        "POST",
+        url,
+        json=body,
+        headers={**headers, "Accept": "text/event-stream", "Cache-Control": "no-store"},
+    )
+    response: httpx.Response | None = None
+    events: TimedEvents | None = None
+    try:
+        deadline, phase = clock.next_deadline()
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await client.send(request, stream=True)
+                if response.is_error:
+                    await response.aread()
+        except TimeoutError:
+            raise clock.timeout_error(phase) from None
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+            raise errors.cannot_connect() from None
+        except httpx.TransportError:
+            # Connected, then lost before the headers arrived: same remedy as a failed connect.
+            raise errors.dropped() from None
+        if response.is_error:
+            raise errors.from_status(
+                status=response.status_code, body=response.content, headers=response.headers
+            )
+        events = TimedEvents(events=EventSource(response).aiter_sse(), clock=clock, errors=errors)
+        yield events
+    finally:
+        if events is not None:
+            await events.aclose()
+        if response is not None:
+            await response.aclose()
+
+
+async def get_json(
+    *,
+    client: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    timeouts: Timeouts,
+    errors: ErrorContext,
+) -> Any:
+    """GET a small JSON document (model lists), with the same error mapping as streams."""
+    try:
+        async with asyncio.timeout(timeouts.connect + timeouts.first_token):
+            response = await client.get(url, headers=headers)
+    except TimeoutError:
+        raise ProviderError(
+            f"The model server at {public_url(errors.base_url)} did not answer in time.",
+            kind="timeout",
+            retryable=True,
+        ) from None
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+        raise errors.cannot_connect() from None
+    except httpx.TransportError:
+        raise errors.dropped() from None
+    if response.is_error:
+        raise errors.from_status(
+            status=response.status_code, body=response.content, headers=response.headers
+        )
+    try:
+        return response.json()
+    except ValueError:
+        raise errors.protocol("the answer is not JSON") from None
+
+
+def join_url(base_url: str, path: str) -> str:
+    return base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+def parse_arguments(raw: str) -> dict[str, Any]:
+    """Tool-call arguments as a dict; {} when the model produced invalid JSON or not an object
+    (the raw text is kept next to it, so the loop can tell the model what went wrong)."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+

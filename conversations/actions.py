@@ -1,0 +1,242 @@
+"""Writes. Each action is one plain, synchronous function (ORM inside one transaction where it
+matters); async callers wrap it with database_sync_to_async. Views and consumers only translate."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.models import Agent
+from conversations.models import Conversation, Message, ToolCall
+from conversations.selectors import ConversationNotFound, access_conversation
+
+AUTO: Final = "auto"
+INTERRUPTED_ERROR = "The server stopped while writing this answer; the text so far is kept."
+
+
+class InvalidInput(Exception):
+    """Bad input from a user; the message says what to change."""
+
+
+class TurnInProgress(Exception):
+    """The conversation already has an answer being written."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    conversation: Conversation
+    user_message: Message
+    assistant_message: Message
+    # False when the client key had been seen: nothing new was stored and no turn must start.
+    created: bool
+
+
+def _clean_text(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("Type a message first.")
+    if len(text) > settings.MAX_MESSAGE_CHARS:
+        raise InvalidInput(
+            f"The message is too long ({len(text)} characters; at most "
+            f"{settings.MAX_MESSAGE_CHARS})."
+        )
+    return text
+
+
+def _clean_client_key(client_key: Any) -> str | None:
+    if client_key in (None, ""):
+        return None
+    if not isinstance(client_key, str) or len(client_key) > 64:
+        raise InvalidInput("client_key must be a string of at most 64 characters.")
+    return client_key
+
+
+def _existing_send(*, user, client_key: str) -> SendResult | None:
+    user_message = (
+        Message.objects.select_related("conversation")
+        .filter(client_key=client_key, role=Message.Role.USER, conversation__owner=user)
+        .first()
+    )
+    if user_message is None:
+        return None
+    reply = user_message.children.filter(role=Message.Role.ASSISTANT).order_by("id").first()
+    return SendResult(user_message.conversation, user_message, reply, created=False)
+
+
+def _interrupt_stale(conversation: Conversation) -> None:
+    cutoff = timezone.now() - timedelta(seconds=settings.TURN_STALE_AFTER)
+    conversation.messages.filter(
+        status__in=[Message.Status.PENDING, Message.Status.STREAMING], updated_at__lt=cutoff
+    ).update(status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR, finished_at=timezone.now())
+
+
+def _ensure_idle(conversation: Conversation) -> None:
+    _interrupt_stale(conversation)
+    if conversation.messages.filter(
+        status__in=[Message.Status.PENDING, Message.Status.STREAMING]
+    ).exists():
+        raise TurnInProgress("An answer is still being written in this conversation: stop it first.")
+
+
+def do_send_message(
+    *,
+    user,
+    conversation_id: uuid.UUID | str | None,
+    text: Any,
+    client_key: Any = None,
+    parent: int | None | str = AUTO,
+    agent_id: int | None = None,
+    source: str = Conversation.Source.WEB,
+) -> SendResult:
+    """Store the user's message and an empty (pending) assistant reply, before any model call.
+
+    `parent` AUTO continues the newest branch; None or a message id starts a new branch there
+    (editing a message). A client_key already seen from this user returns the stored pair with
+    created=False. Raises ConversationNotFound, InvalidInput, TurnInProgress."""
+    text = _clean_text(text)
+    client_key = _clean_client_key(client_key)
+    if client_key and (existing := _existing_send(user=user, client_key=client_key)):
+        return existing
+    try:
+        with transaction.atomic():
+            return _send(user=user, conversation_id=conversation_id, text=text,
+                         client_key=client_key, parent=parent, agent_id=agent_id, source=source)
+    except IntegrityError:
+        # The same key raced in from another socket: the first one won.
+        if client_key and (existing := _existing_send(user=user, client_key=client_key)):
+            return existing
+        raise
+
+
+def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) -> SendResult:
+    if conversation_id:
+        conversation = access_conversation(user=user, conversation_id=conversation_id)
+        # Serialises two sends into one conversation (a no-op lock on SQLite, which already
+        # serialises writers).
+        Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
+        _ensure_idle(conversation)
+    else:
+        if agent_id is not None and not Agent.objects.filter(pk=agent_id, enabled=True).exists():
+            raise InvalidInput("That agent does not exist or is disabled.")
+        conversation = Conversation.objects.create(owner=user, agent_id=agent_id, source=source)
+    if parent == AUTO:
+        parent_message = conversation.messages.order_by("-created_at", "-id").first()
+    elif parent is None:
+        parent_message = None
+    else:
+        parent_message = conversation.messages.filter(pk=parent).first()
+        if parent_message is None:
+            raise InvalidInput("The message to answer is not in this conversation.")
+    user_message = Message.objects.create(
+        conversation=conversation, role=Message.Role.USER, content=text, client_key=client_key,
+        parent=parent_message, status=Message.Status.COMPLETE,
+    )
+    reply = Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, parent=user_message,
+        status=Message.Status.PENDING,
+    )
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    return SendResult(conversation, user_message, reply, created=True)
+
+
+def do_regenerate(*, user, conversation_id: uuid.UUID | str, message_id: int) -> SendResult:
+    """A new answer to the same user message, as a sibling branch of `message_id`."""
+    with transaction.atomic():
+        conversation = access_conversation(user=user, conversation_id=conversation_id)
+        Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
+        _ensure_idle(conversation)
+        old = conversation.messages.filter(pk=message_id, role=Message.Role.ASSISTANT).first()
+        if old is None or old.parent is None:
+            raise InvalidInput("There is no answer to regenerate there.")
+        reply = Message.objects.create(
+            conversation=conversation, role=Message.Role.ASSISTANT, parent=old.parent,
+            status=Message.Status.PENDING,
+        )
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        return SendResult(conversation, old.parent, reply, created=True)
+
+
+def do_flush_message(
+    *, message_id: int, content: str, reasoning: str, status: str, last_seq: int,
+    model: str, first_token_at: datetime | None,
+) -> None:
+    """A periodic write of a streaming answer; also the turn's heartbeat (updated_at)."""
+    Message.objects.filter(pk=message_id).update(
+        content=content, reasoning=reasoning, status=status, last_seq=last_seq, model=model,
+        first_token_at=first_token_at, updated_at=timezone.now(),
+    )
+
+
+def do_finish_message(
+    *, message_id: int, content: str, reasoning: str, reasoning_signature: str,
+    reasoning_ms: int | None, status: str, error: str, last_seq: int, model: str,
+    first_token_at: datetime | None, usage: dict[str, int],
+) -> None:
+    now = timezone.now()
+    Message.objects.filter(pk=message_id).update(
+        content=content, reasoning=reasoning, reasoning_signature=reasoning_signature,
+        reasoning_ms=reasoning_ms, status=status, error=error, last_seq=last_seq, model=model,
+        first_token_at=first_token_at, finished_at=now, updated_at=now,
+        input_tokens=usage.get("input_tokens", 0), output_tokens=usage.get("output_tokens", 0),
+        reasoning_tokens=usage.get("reasoning_tokens", 0),
+        cached_tokens=usage.get("cached_tokens", 0),
+    )
+
+
+def do_record_tool_call(
+    *, message_id: int, call_id: str, name: str, server: str, arguments: dict[str, Any],
+    round: int, text_offset: int,
+) -> None:
+    ToolCall.objects.create(
+        message_id=message_id, call_id=call_id, tool_name=name, server=server,
+        arguments=arguments, round=round, text_offset=text_offset,
+        status=ToolCall.Status.RUNNING, started_at=timezone.now(),
+    )
+
+
+def do_finish_tool_call(*, message_id: int, call_id: str, result: str, is_error: bool) -> None:
+    ToolCall.objects.filter(message_id=message_id, call_id=call_id).update(
+        result=result, is_error=is_error, finished_at=timezone.now(),
+        status=ToolCall.Status.FAILED if is_error else ToolCall.Status.COMPLETE,
+    )
+
+
+def do_interrupt_stale_turns() -> int:
+    """Mark every turn whose process died as interrupted (at start-up). Returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=settings.TURN_STALE_AFTER)
+    return Message.objects.filter(
+        status__in=[Message.Status.PENDING, Message.Status.STREAMING], updated_at__lt=cutoff
+    ).update(status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR, finished_at=timezone.now())
+
+
+def do_interrupt_if_stale(*, conversation: Conversation) -> None:
+    """When a conversation is read: a turn left streaming by a dead process becomes interrupted."""
+    _interrupt_stale(conversation)
+
+
+def do_delete_conversation(*, user, conversation_id: uuid.UUID | str) -> None:
+    """Hide a conversation from its owner; the audit keeps every row."""
+    conversation = access_conversation(user=user, conversation_id=conversation_id)
+    Conversation.objects.filter(pk=conversation.pk).update(is_deleted=True, deleted_at=timezone.now())
+
+
+def do_rename_conversation(*, user, conversation_id: uuid.UUID | str, title: Any) -> Conversation:
+    if not isinstance(title, str) or not title.strip():
+        raise InvalidInput("A title cannot be empty.")
+    conversation = access_conversation(user=user, conversation_id=conversation_id)
+    conversation.title = " ".join(title.split())[:200]
+    conversation.save(update_fields=["title", "updated_at"])
+    return conversation
+
+
+__all__ = [
+    "AUTO", "ConversationNotFound", "InvalidInput", "SendResult", "TurnInProgress",
+    "do_delete_conversation", "do_finish_message", "do_finish_tool_call", "do_flush_message",
+    "do_interrupt_if_stale", "do_interrupt_stale_turns", "do_record_tool_call", "do_regenerate",
+    "do_rename_conversation", "do_send_message",
+]

@@ -1,0 +1,141 @@
+"""Reads. `access_conversation` is the only way a user-owned row is loaded for a user: another
+user's id and a missing id raise the same ConversationNotFound (404 everywhere)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from conversations.models import Conversation, Message, ToolCall
+
+
+class ConversationNotFound(Exception):
+    pass
+
+
+def access_conversation(*, user, conversation_id: uuid.UUID | str) -> Conversation:
+    try:
+        conversation_id = uuid.UUID(str(conversation_id))
+    except ValueError:
+        raise ConversationNotFound from None
+    if not (user and user.is_authenticated and user.is_active):
+        raise ConversationNotFound
+    try:
+        return Conversation.objects.get(pk=conversation_id, owner=user, is_deleted=False)
+    except Conversation.DoesNotExist:
+        raise ConversationNotFound from None
+
+
+def conversations_for(*, user) -> QuerySet[Conversation]:
+    """The sidebar's list: the user's conversations, most recent first (conv_owner_recent)."""
+    return Conversation.objects.filter(owner=user, is_deleted=False).order_by("-updated_at")
+
+
+def branch(*, conversation: Conversation, leaf_id: int | None = None) -> list[Message]:
+    """The messages from the first one to `leaf_id` (default: the newest message), following
+    parents: the conversation as the user sees it on one branch. One query."""
+    messages = list(
+        conversation.messages.order_by("created_at", "id").prefetch_related("tool_calls")
+    )
+    if not messages:
+        return []
+    by_id = {m.pk: m for m in messages}
+    leaf = by_id.get(leaf_id) if leaf_id is not None else messages[-1]
+    if leaf is None:
+        leaf = messages[-1]
+    # A leaf that has children (an older branch point) continues along its newest descendants.
+    children: dict[int | None, list[Message]] = {}
+    for m in messages:
+        children.setdefault(m.parent_id, []).append(m)
+    while children.get(leaf.pk):
+        leaf = children[leaf.pk][-1]
+    path = []
+    node: Message | None = leaf
+    while node is not None:
+        path.append(node)
+        node = by_id.get(node.parent_id) if node.parent_id else None
+    path.reverse()
+    return path
+
+
+def siblings(*, messages: list[Message], conversation: Conversation) -> dict[int, list[int]]:
+    """For each message on the branch, the ids of it and its siblings (the branches the user can
+    move between), in creation order."""
+    parent_ids = {m.parent_id for m in messages}
+    rows = conversation.messages.filter(parent_id__in=[p for p in parent_ids if p]).values_list(
+        "parent_id", "id"
+    ).order_by("created_at", "id")
+    by_parent: dict[int, list[int]] = {}
+    for parent_id, message_id in rows:
+        by_parent.setdefault(parent_id, []).append(message_id)
+    roots = list(
+        conversation.messages.filter(parent__isnull=True).order_by("created_at", "id")
+        .values_list("id", flat=True)
+    )
+    return {m.pk: (by_parent.get(m.parent_id, [m.pk]) if m.parent_id else roots) for m in messages}
+
+
+def is_stale(message: Message) -> bool:
+    """A streaming message not written for TURN_STALE_AFTER seconds belongs to a dead process:
+    the running turn writes at least every TURN_FLUSH_INTERVAL."""
+    if message.status not in (Message.Status.PENDING, Message.Status.STREAMING):
+        return False
+    return message.updated_at < timezone.now() - timedelta(seconds=settings.TURN_STALE_AFTER)
+
+
+def tool_call_dict(call: ToolCall) -> dict[str, Any]:
+    duration = None
+    if call.started_at and call.finished_at:
+        duration = int((call.finished_at - call.started_at).total_seconds() * 1000)
+    return {
+        "id": call.call_id,
+        "name": call.tool_name,
+        "server": call.server,
+        "arguments": call.arguments,
+        "result": call.result,
+        "is_error": call.is_error,
+        "status": call.status,
+        "round": call.round,
+        "text_offset": call.text_offset,
+        "duration_ms": duration,
+    }
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    """What a client sees of a message. No secrets, no internals beyond the audit's own view."""
+    return {
+        "id": message.pk,
+        "role": message.role,
+        "content": message.content,
+        "reasoning": message.reasoning,
+        "reasoning_ms": message.reasoning_ms,
+        "status": message.status,
+        "model": message.model,
+        "error": message.error,
+        "parent": message.parent_id,
+        "client_key": message.client_key,
+        "created_at": message.created_at.isoformat() if message.created_at else None,
+        "finished_at": message.finished_at.isoformat() if message.finished_at else None,
+        "usage": {
+            "input_tokens": message.input_tokens,
+            "output_tokens": message.output_tokens,
+            "reasoning_tokens": message.reasoning_tokens,
+            "cached_tokens": message.cached_tokens,
+        },
+        "tool_calls": [tool_call_dict(c) for c in message.tool_calls.all()],
+        "seq": message.last_seq,
+    }
+
+
+def conversation_dict(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": str(conversation.pk),
+        "title": conversation.title,
+        "agent": conversation.agent_id,
+        "updated_at": conversation.updated_at.isoformat(),
+    }

@@ -1,0 +1,388 @@
+"""Server-owned turns: start one, stop one, and tell a joining socket where one stands.
+
+A turn runs in a task of the process that started it, not in a socket's handler: closing a tab
+neither stops nor duplicates it. It numbers its events and publishes them to the conversation's
+channel-layer group; it writes the assistant message at boundaries (start, periodic flush, tool
+calls, end), never per token. Stop and "what is your state?" reach the owning process through a
+per-conversation control group that only that process's control channel joins while the turn
+runs, so they work across Daphne processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+
+from agents.definitions import AgentSpec, resolve_agent
+from agents.events import (
+    ModelSelected,
+    ProviderError,
+    ReasoningDelta,
+    Retrying,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    Usage,
+    Waiting,
+)
+from agents.loop import Target, run_turn
+from agents.providers import get_provider
+from conversations import actions
+from conversations.history import upstream_history
+from conversations.models import Message
+from conversations.selectors import branch
+
+logger = logging.getLogger(__name__)
+
+
+def conversation_group(conversation_id: Any) -> str:
+    """Every socket watching a conversation."""
+    return f"conv.{conversation_id}"
+
+
+def control_group(conversation_id: Any) -> str:
+    """The process running the conversation's turn, if any."""
+    return f"turnctl.{conversation_id}"
+
+
+def user_group(user_id: int) -> str:
+    """Every socket of one user (sidebar updates: new conversations, titles)."""
+    return f"user.{user_id}"
+
+
+@dataclass(slots=True)
+class _ToolCallState:
+    id: str
+    name: str
+    server: str
+    arguments: dict[str, Any]
+    round: int
+    text_offset: int
+    started: float
+    status: str = "running"
+    result: str = ""
+    is_error: bool = False
+    duration_ms: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "server": self.server, "arguments": self.arguments,
+            "round": self.round, "text_offset": self.text_offset, "status": self.status,
+            "result": self.result, "is_error": self.is_error, "duration_ms": self.duration_ms,
+        }
+
+
+@dataclass(eq=False)
+class Turn:
+    conversation_id: str
+    message_id: int
+    user_message_id: int
+    user_id: int
+    spec: AgentSpec
+    history: list
+    seq: int = 0
+    status: str = Message.Status.PENDING
+    model: str = ""
+    text: list[str] = field(default_factory=list)
+    text_len: int = 0
+    reasoning: list[str] = field(default_factory=list)
+    reasoning_signature: str = ""
+    reasoning_started: float | None = None
+    reasoning_ms: int | None = None
+    tool_calls: dict[str, _ToolCallState] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)
+    error: str = ""
+    first_token_at: datetime | None = None
+    stop_requested: bool = False
+    _stream_task: asyncio.Task | None = None
+    _dirty: bool = True
+
+    # --- state a joining socket needs --------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "id": self.message_id,
+            "role": "assistant",
+            "parent": self.user_message_id,
+            "status": self.status,
+            "model": self.model,
+            "content": "".join(self.text),
+            "reasoning": "".join(self.reasoning),
+            "reasoning_ms": self.reasoning_ms,
+            "error": self.error,
+            "tool_calls": [c.as_dict() for c in self.tool_calls.values()],
+            "usage": self.usage,
+            "seq": self.seq,
+        }
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        self.seq += 1
+        # Serialised once here, not once per watching socket.
+        payload = json.dumps(
+            {"type": "turn", "conversation": self.conversation_id, "message": self.message_id,
+             "seq": self.seq, "event": event},
+            separators=(",", ":"),
+        )
+        await get_channel_layer().group_send(
+            conversation_group(self.conversation_id),
+            {"type": "turn.event", "message": self.message_id, "seq": self.seq, "json": payload},
+        )
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        control = await _control()
+        layer = get_channel_layer()
+        flusher = asyncio.create_task(self._flush_periodically())
+        try:
+            await self.publish({"kind": "started", "message": self.snapshot()})
+            self._stream_task = asyncio.create_task(self._stream())
+            try:
+                await self._stream_task
+                self.status = Message.Status.COMPLETE
+            except asyncio.CancelledError:
+                if not self.stop_requested:
+                    raise
+                self.status = Message.Status.STOPPED
+            except ProviderError as exc:
+                self.status = Message.Status.FAILED
+                self.error = exc.message
+            except Exception:
+                logger.exception("turn %s failed", self.message_id)
+                self.status = Message.Status.FAILED
+                self.error = "The answer failed because of an error on our server."
+        finally:
+            flusher.cancel()
+            if self.status in (Message.Status.PENDING, Message.Status.STREAMING):
+                # Cancelled from outside (process shutting down): keep what we have.
+                self.status = Message.Status.INTERRUPTED
+                self.error = actions.INTERRUPTED_ERROR
+            self._close_reasoning()
+            try:
+                await asyncio.shield(self._finish())
+            finally:
+                control.turns.pop(self.conversation_id, None)
+                await layer.group_discard(control_group(self.conversation_id), control.channel)
+
+    async def _stream(self) -> None:
+        targets = [Target(provider=get_provider(config), model=model)
+                   for config, model in self.spec.targets]
+        async for event in run_turn(targets=targets, system=self.spec.system_prompt,
+                                    history=self.history):
+            await self._handle(event)
+
+    async def _handle(self, event: object) -> None:
+        if isinstance(event, TextDelta):
+            self._first_token()
+            self._close_reasoning()
+            self.text.append(event.text)
+            self.text_len += len(event.text)
+            await self.publish({"kind": "text", "text": event.text})
+        elif isinstance(event, ReasoningDelta):
+            self._first_token()
+            if self.reasoning_started is None:
+                self.reasoning_started = time.monotonic()
+            if event.signature:
+                self.reasoning_signature = event.signature
+            if event.text:
+                self.reasoning.append(event.text)
+                await self.publish({"kind": "reasoning", "text": event.text})
+        elif isinstance(event, ToolCallStarted):
+            self._first_token()
+            self._close_reasoning()
+            call = event.call
+            self.tool_calls[call.id] = state = _ToolCallState(
+                id=call.id, name=call.name, server=event.server, arguments=call.arguments,
+                round=event.round, text_offset=event.text_offset, started=time.monotonic(),
+            )
+            await database_sync_to_async(actions.do_record_tool_call)(
+                message_id=self.message_id, call_id=call.id, name=call.name, server=event.server,
+                arguments=call.arguments, round=event.round, text_offset=event.text_offset,
+            )
+            await self.publish({"kind": "tool_call_started", "call": state.as_dict()})
+        elif isinstance(event, ToolCallFinished):
+            state = self.tool_calls[event.call_id]
+            state.status = "failed" if event.is_error else "complete"
+            state.result, state.is_error, state.duration_ms = (
+                event.result, event.is_error, event.duration_ms)
+            await database_sync_to_async(actions.do_finish_tool_call)(
+                message_id=self.message_id, call_id=event.call_id, result=event.result,
+                is_error=event.is_error,
+            )
+            await self.publish({"kind": "tool_call_finished", "call": state.as_dict()})
+        elif isinstance(event, Usage):
+            for key in ("input_tokens", "output_tokens", "reasoning_tokens", "cached_tokens"):
+                self.usage[key] = self.usage.get(key, 0) + getattr(event, key)
+        elif isinstance(event, ModelSelected):
+            self.model = event.model if event.provider == "default" else (
+                f"{event.provider}:{event.model}")
+            await self.publish({"kind": "model", "model": self.model})
+        elif isinstance(event, Waiting):
+            await self.publish({"kind": "status", "status": "waiting",
+                                "detail": f"Waiting for a free slot on the model server "
+                                          f"(position {event.position})."})
+        elif isinstance(event, Retrying):
+            detail = (f"{event.message} Trying {event.model} instead." if event.fallback
+                      else f"{event.message} Retrying in {event.delay:.1f} s.")
+            await self.publish({"kind": "status", "status": "retrying", "detail": detail})
+        self._dirty = True
+
+    def _first_token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = timezone.now()
+            self.status = Message.Status.STREAMING
+
+    def _close_reasoning(self) -> None:
+        if self.reasoning_started is not None and self.reasoning_ms is None:
+            self.reasoning_ms = int((time.monotonic() - self.reasoning_started) * 1000)
+
+    # --- persistence --------------------------------------------------------------------------
+
+    async def _flush_periodically(self) -> None:
+        interval = settings.TURN_FLUSH_INTERVAL
+        while True:
+            await asyncio.sleep(interval)
+            # Written even when nothing changed: the write is also the turn's heartbeat.
+            await database_sync_to_async(actions.do_flush_message)(
+                message_id=self.message_id, content="".join(self.text),
+                reasoning="".join(self.reasoning), status=self.status, last_seq=self.seq,
+                model=self.model, first_token_at=self.first_token_at,
+            )
+
+    async def _finish(self) -> None:
+        for call in self.tool_calls.values():
+            if call.status == "running":
+                call.status, call.is_error, call.result = "cancelled", True, "Cancelled."
+        seq_at_finish = self.seq + 1
+        try:
+            await database_sync_to_async(actions.do_finish_message)(
+                message_id=self.message_id, content="".join(self.text),
+                reasoning="".join(self.reasoning), reasoning_signature=self.reasoning_signature,
+                reasoning_ms=self.reasoning_ms, status=self.status, error=self.error,
+                last_seq=seq_at_finish, model=self.model, first_token_at=self.first_token_at,
+                usage=self.usage,
+            )
+        except Exception:
+            logger.exception("could not store the end of turn %s", self.message_id)
+        await self.publish({"kind": "finished", "message": self.snapshot()})
+
+    # --- control ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stop_requested = True
+        if self._stream_task is not None:
+            self._stream_task.cancel()
+
+
+class _ProcessControl:
+    """This process's control channel (one per event loop) and the turns it runs."""
+
+    def __init__(self) -> None:
+        self.channel = ""
+        self.turns: dict[str, Turn] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self._reader: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        layer = get_channel_layer()
+        self.channel = await layer.new_channel("turnctl.")
+        self._reader = asyncio.create_task(self._read(layer))
+        # At start-up: turns left streaming by a process that died are interrupted now.
+        count = await database_sync_to_async(actions.do_interrupt_stale_turns)()
+        if count:
+            logger.warning("marked %d turn(s) of a stopped process as interrupted", count)
+
+    async def _read(self, layer) -> None:
+        while True:
+            message = await layer.receive(self.channel)
+            turn = self.turns.get(message.get("conversation", ""))
+            if turn is None:
+                continue
+            if message["type"] == "turn.stop":
+                turn.stop()
+            elif message["type"] == "turn.state" and message.get("reply_to"):
+                await layer.send(
+                    message["reply_to"],
+                    {"type": "turn.snapshot", "conversation": turn.conversation_id,
+                     "snapshot": turn.snapshot()},
+                )
+
+
+_controls: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ProcessControl] = (
+    weakref.WeakKeyDictionary()
+)
+_control_lock: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _control() -> _ProcessControl:
+    loop = asyncio.get_running_loop()
+    lock = _control_lock.setdefault(loop, asyncio.Lock())
+    async with lock:
+        if loop not in _controls:
+            control = _ProcessControl()
+            await control.start()
+            _controls[loop] = control
+    return _controls[loop]
+
+
+def _prepare(result: actions.SendResult) -> tuple[AgentSpec, list]:
+    messages = branch(conversation=result.conversation, leaf_id=result.user_message.pk)
+    spec = resolve_agent(result.conversation.agent_id)
+    return spec, upstream_history(messages)
+
+
+async def start_turn(*, result: actions.SendResult, user_id: int) -> Turn:
+    """Run the model for a stored user message in a task of this process. Returns at once;
+    the turn's events go to the conversation's group."""
+    spec, history = await database_sync_to_async(_prepare)(result)
+    control = await _control()
+    turn = Turn(
+        conversation_id=str(result.conversation.pk), message_id=result.assistant_message.pk,
+        user_message_id=result.user_message.pk, user_id=user_id, spec=spec, history=history,
+    )
+    # Registered before the task starts, so a stop or a state request sent right after
+    # start_turn returns finds it.
+    control.turns[turn.conversation_id] = turn
+    await get_channel_layer().group_add(control_group(turn.conversation_id), control.channel)
+    task = asyncio.create_task(turn.run(), name=f"turn-{turn.message_id}")
+    control.tasks.add(task)
+    task.add_done_callback(control.tasks.discard)
+    return turn
+
+
+async def request_stop(*, conversation_id: Any) -> None:
+    """Ask whichever process runs the conversation's turn to stop it (a no-op when none does)."""
+    await get_channel_layer().group_send(
+        control_group(conversation_id), {"type": "turn.stop", "conversation": str(conversation_id)}
+    )
+
+
+async def request_state(*, conversation_id: Any, reply_to: str) -> None:
+    """Ask the owning process to send `turn.snapshot` to `reply_to`; no answer when no process
+    runs a turn there (the caller falls back to the database after a short wait)."""
+    await get_channel_layer().group_send(
+        control_group(conversation_id),
+        {"type": "turn.state", "conversation": str(conversation_id), "reply_to": reply_to},
+    )
+
+
+async def wait_for_turns() -> None:
+    """Wait until this process's running turns end (tests, graceful shutdown)."""
+    control = await _control()
+    while control.tasks:
+        await asyncio.gather(*list(control.tasks), return_exceptions=True)
