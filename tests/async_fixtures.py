@@ -1,11 +1,22 @@
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
 from django.db import connections
+
+from agents.providers import close_all
 
 
 @pytest.fixture(autouse=True)
-async def _close_worker_connections():
-    """Async tests reach the database from worker threads: close those connections afterwards,
-    or PostgreSQL teardown hangs on them (STACK.md)."""
+async def _fresh_loop_resources():
+    """Each async test has its own event loop: channel layers and pooled HTTP clients made on
+    an earlier loop must not be reused. Worker-thread connections are closed afterwards, or
+    PostgreSQL teardown hangs on them (STACK.md)."""
+    channel_layers.backends.clear()
     yield
+    await close_all()
+    for layer in list(channel_layers.backends.values()):
+        flush = getattr(layer, "flush", None)
+        if flush is not None and layer.__class__.__name__ == "RedisChannelLayer":
+            await flush()
+    channel_layers.backends.clear()
     await sync_to_async(connections.close_all)()

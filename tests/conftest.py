@@ -1,5 +1,7 @@
 import pytest
 
+from fakellm import run_in_thread
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # The browser suite runs without pytest-asyncio (Playwright's sync API needs that), so the
@@ -8,3 +10,23 @@ def pytest_configure(config: pytest.Config) -> None:
         from tests import async_fixtures
 
         config.pluginmanager.register(async_fixtures, "chatsite-async-fixtures")
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server():
+    """The fake OpenAI-compatible model server, one per test session."""
+    server = run_in_thread()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_llm(fake_llm_server, settings):
+    """The fake, reset, and the app's default model server pointed at it."""
+    fake_llm_server.reset(config=True)
+    settings.LLM_BASE_URL = fake_llm_server.base_url
+    settings.LLM_KIND = "openai"
+    settings.LLM_MODEL = "fake-model"
+    settings.LLM_API_KEY = ""
+    settings.LLM_FALLBACK_MODELS = []
+    return fake_llm_server

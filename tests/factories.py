@@ -1,0 +1,37 @@
+"""Factories: the smallest valid rows, with keyword overrides."""
+
+from __future__ import annotations
+
+import itertools
+
+from django.contrib.auth import get_user_model
+
+from conversations.models import Conversation, Message, ToolCall
+
+_n = itertools.count(1)
+
+
+def make_user(**kw):
+    n = next(_n)
+    kw.setdefault("username", f"user{n}")
+    kw.setdefault("email", f"user{n}@example.com")
+    password = kw.pop("password", "correct horse battery staple")
+    user = get_user_model()(**kw)
+    user.set_password(password)
+    user.save()
+    return user
+
+
+def make_conversation(*, owner=None, **kw) -> Conversation:
+    return Conversation.objects.create(owner=owner or make_user(), **kw)
+
+
+def make_message(*, conversation=None, role=Message.Role.USER, **kw) -> Message:
+    return Message.objects.create(conversation=conversation or make_conversation(), role=role, **kw)
+
+
+def make_tool_call(*, message=None, **kw) -> ToolCall:
+    kw.setdefault("call_id", f"call_{next(_n)}")
+    kw.setdefault("tool_name", "get_time")
+    return ToolCall.objects.create(
+        message=message or make_message(role=Message.Role.ASSISTANT), **kw)
