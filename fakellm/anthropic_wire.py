@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fakellm.jsonfmt import dumps, json_string
 from fakellm.scenario import Plan, PlannedCall
 from fakellm.state import FakeState
 from fakellm.streaming import Frame
@@ -40,10 +41,6 @@ _ERROR_TYPES: dict[int, str] = {
     504: "timeout_error",
     529: "overloaded_error",
 }
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -183,20 +180,20 @@ def render_stream(plan: Plan, *, model: str, prompt: PromptUsage) -> Rendered:
     if plan.reasoning:
         block(
             {"type": "thinking", "thinking": "", "signature": ""},
-            [('{"type":"thinking_delta","thinking":' + dumps(p) + "}", 1) for p in plan.reasoning],
+            [('{"type":"thinking_delta","thinking":' + json_string(p) + "}", 1) for p in plan.reasoning],
             ['{"type":"signature_delta","signature":' + dumps(signature(plan.reasoning_text)) + "}"],
         )
     if plan.text:
         block(
             {"type": "text", "text": ""},
-            [('{"type":"text_delta","text":' + dumps(p) + "}", 1) for p in plan.text],
+            [('{"type":"text_delta","text":' + json_string(p) + "}", 1) for p in plan.text],
             [],
         )
     for call in plan.calls:
         pieces = ["", *call.argument_pieces]
         block(
             {"type": "tool_use", "id": tool_use_id(call), "name": call.name, "input": {}},
-            [('{"type":"input_json_delta","partial_json":' + dumps(p) + "}", 0) for p in pieces],
+            [('{"type":"input_json_delta","partial_json":' + json_string(p) + "}", 0) for p in pieces],
             [],
         )
 

@@ -8,13 +8,13 @@ chunk (`choices: []`) and [DONE] go out together at the end. JSON is compact, li
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fakellm.jsonfmt import dumps, json_string
 from fakellm.scenario import Plan, PlannedCall
 from fakellm.streaming import Frame
 
@@ -32,10 +32,6 @@ _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
     504: ("timeout", None),
     529: ("server_error", "overloaded"),
 }
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -91,8 +87,8 @@ def render_stream(plan: Plan, *, model: str, include_usage: bool, prompt_tokens:
         return open_choice + delta.encode() + close_choice
 
     reasoning_open = f'{{"{plan.reasoning_field}":'
-    frames = [Frame(chunk(reasoning_open + dumps(piece) + "}"), 1) for piece in plan.reasoning]
-    frames += [Frame(chunk('{"content":' + dumps(piece) + "}"), 1) for piece in plan.text]
+    frames = [Frame(chunk(reasoning_open + json_string(piece) + "}"), 1) for piece in plan.reasoning]
+    frames += [Frame(chunk('{"content":' + json_string(piece) + "}"), 1) for piece in plan.text]
     frames += [Frame(chunk(delta), 0) for delta in _call_deltas(plan)]
 
     role = chunk('{"role":"assistant","content":""}')
@@ -131,7 +127,7 @@ def _one_call_deltas(index: int, call: PlannedCall) -> Iterator[str]:
         f'"function":{{"name":{dumps(call.name)},"arguments":""}}}}]}}'
     )
     for piece in call.argument_pieces:
-        yield f'{{"tool_calls":[{{"index":{index},"function":{{"arguments":{dumps(piece)}}}}}]}}'
+        yield f'{{"tool_calls":[{{"index":{index},"function":{{"arguments":{json_string(piece)}}}}}]}}'
 
 
 def render_body(plan: Plan, *, model: str, prompt_tokens: int) -> bytes:

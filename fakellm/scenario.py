@@ -36,7 +36,24 @@ class ToolCallSpec:
 
 @dataclass(frozen=True, slots=True)
 class Directive:
-    """Per-request overrides; every field is optional (None / empty = use the server default)."""
+    """Per-request overrides from `fake: {json}`; every key is optional (absent = default).
+
+    tokens: int           deterministic text "tok0 tok1 ..." (one chunk per token, trailing space)
+    reply: str            exact text instead, cut into `chunk`-character chunks (default 4)
+    reasoning: int | str  reasoning tokens "think0 think1 ..." or exact text, before the content
+    reasoning_field: str  OpenAI delta field: "reasoning_content" (vLLM) or "reasoning"
+    ttft_ms, gap_ms       timing: first chunk after ttft, then one chunk per gap
+    tool_calls: [{"name", "arguments"}]  call these tools (in parallel); arguments as an object,
+                          or a string streamed verbatim (to send invalid JSON)
+    tool_rounds: int      ask for the tools this many rounds before answering (default 1)
+    interleave_tools: bool  interleave the deltas of parallel OpenAI calls
+    preamble: str         text streamed before the tool calls
+    fail: {"status", "times", "retry_after"}  fail the first `times` attempts (omitted: always)
+    drop_after: int       close the connection after this many tokens (no clean end)
+    hang: bool            never answer; hang_after: int  go silent after this many tokens
+    usage: {name: int}    override usage numbers (each wire's own field names)
+    finish_reason / stop_reason: str  override the OpenAI / Anthropic end reason
+    """
 
     # Canonical JSON of the directive, part of the scenario key.
     canonical: str = "{}"

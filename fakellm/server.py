@@ -13,8 +13,10 @@ Endpoints
                                body), oldest first; `?limit=N` for the newest N
 - GET  /health                 "ok"
 
-Order of checks for a completion request: count it, record it, auth (401), body validation
-(400, also for a malformed `fake:` directive), injected failure, then the answer.
+Order of checks for a completion request: count it, record it (API keys redacted), auth (401:
+a required key that is missing or wrong), validation (400: missing model/messages, Anthropic's
+max_tokens and anthropic-version header, a malformed `fake:` directive), injected failure, then
+the answer.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
 ]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+# Recorded as present but not kept: keys are secrets even in a test (DESIGN.md, security model).
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key"})
 # Real servers send Retry-After only with these.
 _RETRY_AFTER_STATUSES = (429, 503, 529)
 
@@ -111,7 +115,9 @@ async def _read_body(request: Request, state: FakeState) -> Any:
     state.record(
         {
             "path": request.url.path,
-            "headers": dict(request.headers),
+            "headers": {
+                name: "<redacted>" if name in _SECRET_HEADERS else value for name, value in request.headers.items()
+            },
             "body": body if body is not None else raw.decode("utf-8", "replace"),
             "at": time.time(),
         }
@@ -240,6 +246,8 @@ async def messages(request: Request) -> Any:
         message = "invalid x-api-key" if presented else "x-api-key header is required"
         return _error(state, err, 401, message)
     problem = _validate_messages(body, ("model", "messages", "max_tokens"))
+    if not problem and "anthropic-version" not in request.headers:
+        problem = "anthropic-version: header is required"
     if problem:
         return _error(state, err, 400, problem)
     try:
@@ -297,8 +305,10 @@ async def fake_stats(request: Request) -> Response:
 
 
 async def fake_reset(request: Request) -> Response:
-    raw = await request.body()
-    options = json.loads(raw) if raw.strip() else {}
+    try:
+        options = json.loads(await request.body() or b"{}")
+    except json.JSONDecodeError:
+        options = {}
     _state(request).reset(config=bool(isinstance(options, dict) and options.get("config")))
     return JSONResponse({"ok": True})
 

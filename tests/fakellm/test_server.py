@@ -16,6 +16,8 @@ import pytest
 from fakellm import FakeConfig, FakeLLM, run_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
+# /v1/messages requires it, as the real API does.
+ANTHROPIC = {"anthropic-version": "2023-06-01"}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def test_models_list_in_both_formats(fake: FakeLLM, client: httpx.Client) -> Non
     openai = client.get(f"{fake.base_url}/models").json()
     assert openai["object"] == "list"
     assert {"fake-model", "gpt-oss-120b"} <= {m["id"] for m in openai["data"]}
-    anthropic = client.get(f"{fake.base_url}/models", headers={"anthropic-version": "2023-06-01"}).json()
+    anthropic = client.get(f"{fake.base_url}/models", headers=ANTHROPIC).json()
     assert anthropic["data"][0]["type"] == "model" and anthropic["has_more"] is False
 
 
@@ -261,7 +263,7 @@ def test_auth_and_validation_errors(fake: FakeLLM, client: httpx.Client) -> None
     assert client.post(url, json=body).status_code == 401
     assert client.post(url, json=body, headers={"Authorization": "Bearer sk-right"}).status_code == 200
     anthropic = client.post(
-        f"{fake.root_url}/v1/messages", json={**body, "max_tokens": 10}, headers={"x-api-key": "nope"}
+        f"{fake.root_url}/v1/messages", json={**body, "max_tokens": 10}, headers={**ANTHROPIC, "x-api-key": "nope"}
     )
     assert anthropic.status_code == 401
     assert anthropic.json() == {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
@@ -345,7 +347,7 @@ def anthropic_body(content: Any, **extra: Any) -> dict[str, Any]:
 def test_anthropic_stream_event_sequence(fake: FakeLLM, client: httpx.Client) -> None:
     directive = {"reasoning": 2, "preamble": "Checking.", "tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}]}
     body = anthropic_body("find x\nfake: " + json.dumps(directive), stream=True)
-    with client.stream("POST", f"{fake.root_url}/v1/messages", json=body) as r:
+    with client.stream("POST", f"{fake.root_url}/v1/messages", json=body, headers=ANTHROPIC) as r:
         events = anthropic_events(r)
 
     names = [name for name, _ in events]
@@ -374,10 +376,10 @@ def test_anthropic_stream_event_sequence(fake: FakeLLM, client: httpx.Client) ->
 def test_anthropic_cache_reads_when_a_marked_prefix_repeats(fake: FakeLLM, client: httpx.Client) -> None:
     system = [{"type": "text", "text": "You are helpful. " * 50, "cache_control": {"type": "ephemeral"}}]
     url = f"{fake.root_url}/v1/messages"
-    first = client.post(url, json=anthropic_body("one", system=system)).json()["usage"]
-    second = client.post(url, json=anthropic_body("two", system=system)).json()["usage"]
+    first = client.post(url, json=anthropic_body("one", system=system), headers=ANTHROPIC).json()["usage"]
+    second = client.post(url, json=anthropic_body("two", system=system), headers=ANTHROPIC).json()["usage"]
     unmarked = [{"type": "text", "text": "You are helpful. " * 50}]
-    third = client.post(url, json=anthropic_body("three", system=unmarked)).json()["usage"]
+    third = client.post(url, json=anthropic_body("three", system=unmarked), headers=ANTHROPIC).json()["usage"]
 
     assert first["cache_read_input_tokens"] == 0 and first["cache_creation_input_tokens"] > 0
     assert second["cache_read_input_tokens"] == first["cache_creation_input_tokens"]
@@ -388,7 +390,7 @@ def test_anthropic_cache_reads_when_a_marked_prefix_repeats(fake: FakeLLM, clien
 def test_anthropic_non_streaming_and_tool_results(fake: FakeLLM, client: httpx.Client) -> None:
     directive = {"tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}]}
     ask = [{"role": "user", "content": [{"type": "text", "text": "go\nfake: " + json.dumps(directive)}]}]
-    first = client.post(f"{fake.root_url}/v1/messages", json=anthropic_body(ask)).json()
+    first = client.post(f"{fake.root_url}/v1/messages", json=anthropic_body(ask), headers=ANTHROPIC).json()
     assert first["type"] == "message" and first["stop_reason"] == "tool_use"
     tool_use = first["content"][-1]
     assert tool_use["input"] == {"q": "x"}
@@ -398,10 +400,12 @@ def test_anthropic_non_streaming_and_tool_results(fake: FakeLLM, client: httpx.C
         {"role": "assistant", "content": first["content"]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use["id"], "content": "found"}]},
     ]
-    final = client.post(f"{fake.root_url}/v1/messages", json=anthropic_body(history)).json()
+    final = client.post(f"{fake.root_url}/v1/messages", json=anthropic_body(history), headers=ANTHROPIC).json()
     assert final["stop_reason"] == "end_turn"
     assert final["content"] == [{"type": "text", "text": "Tool results: lookup=found;"}]
-    assert client.post(f"{fake.root_url}/v1/messages", json={"model": "m", "messages": ask}).status_code == 400
+    no_max_tokens = client.post(f"{fake.root_url}/v1/messages", json={"model": "m", "messages": ask}, headers=ANTHROPIC)
+    assert no_max_tokens.status_code == 400 and no_max_tokens.json()["error"]["type"] == "invalid_request_error"
+    assert client.post(f"{fake.root_url}/v1/messages", json=anthropic_body(ask)).status_code == 400
 
 
 # --- Control endpoints -----------------------------------------------------------------------
@@ -425,12 +429,13 @@ def test_config_endpoint_changes_defaults_and_reset_restores(fake: FakeLLM, clie
 def test_requests_endpoint_records_bodies(fake: FakeLLM, client: httpx.Client) -> None:
     tools = [{"type": "function", "function": {"name": "t", "parameters": {"type": "object"}}}]
     body = chat([{"role": "system", "content": "Be brief."}, user("first")], tools=tools)
-    client.post(f"{fake.base_url}/chat/completions", json=body)
-    client.post(f"{fake.root_url}/v1/messages", json=anthropic_body("second"))
+    client.post(f"{fake.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-secret"})
+    client.post(f"{fake.root_url}/v1/messages", json=anthropic_body("second"), headers=ANTHROPIC)
 
     recorded = client.get(f"{fake.root_url}/_fake/requests").json()
     assert [r["path"] for r in recorded] == ["/v1/chat/completions", "/v1/messages"]
     assert recorded[0]["body"] == body
+    assert recorded[0]["headers"]["authorization"] == "<redacted>"
     assert client.get(f"{fake.root_url}/_fake/requests?limit=1").json()[0]["body"]["model"] == "claude-fake"
     assert fake.requests()[1]["body"]["messages"][0]["content"] == "second"
 
