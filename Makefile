@@ -19,7 +19,24 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	$(VENV)/bin/uv sync --locked --inexact --quiet
 	touch $@
 
-install: $(VENV)/.installed
+# Front-end libraries: exactly the versions in package-lock.json (npm ci), the few browser
+# builds the page loads copied into static/vendor/ (gitignored). Nothing comes from a CDN at run
+# time and nothing from node_modules is committed.
+VENDOR := static/vendor
+$(VENDOR)/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js 18 or newer) is needed for the front-end packages"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)
+	cp node_modules/markdown-it/dist/browser/markdown-it.esm.min.mjs $(VENDOR)/markdown-it.js
+	cp node_modules/dompurify/dist/purify.es.mjs $(VENDOR)/purify.js
+	cp node_modules/@highlightjs/cdn-assets/es/highlight.min.js $(VENDOR)/highlight.js
+	cp node_modules/@highlightjs/cdn-assets/styles/github.min.css $(VENDOR)/highlight-light.css
+	cp node_modules/@highlightjs/cdn-assets/styles/github-dark.min.css $(VENDOR)/highlight-dark.css
+	sed -i '/sourceMappingURL=/d' $(VENDOR)/*.js
+	for p in markdown-it dompurify @highlightjs/cdn-assets; do cp node_modules/$$p/LICENSE $(VENDOR)/LICENSE.$$(basename $$p); done
+	touch $@
+
+install: $(VENV)/.installed $(VENDOR)/.installed
 
 run: install
 	$(PY) manage.py migrate --no-input
@@ -38,4 +55,4 @@ fakellm: install
 	$(PY) -m fakellm --port 9999
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) node_modules $(VENDOR)

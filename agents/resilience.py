@@ -24,7 +24,7 @@ import asyncio
 import logging
 import random
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from agents.events import (
@@ -54,7 +54,7 @@ async def stream_with_retries(
     backoff_base: float = BACKOFF_BASE,
     backoff_cap: float = BACKOFF_CAP,
     jitter: Callable[[], float] = random.random,
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """Stream `request` from the first (provider, model) that answers; see the module docstring.
 
     `request.model` is replaced by each entry's model. Yields the provider's events plus
@@ -158,7 +158,7 @@ class _Progress:
 
 async def _one_attempt(
     *, provider: Provider, request: ChatRequest, progress: _Progress
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """One stream from one provider, inside its concurrency slot."""
     gate = _gate_for(provider.config)
     if gate.semaphore.locked():

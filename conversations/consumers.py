@@ -276,6 +276,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if seq > last + 1 and last:
             # A gap (a dropped message, or a database state older than the live stream):
             # fetch the state again rather than show a hole.
+            logger.info("gap in conversation %s: event %d after %d; re-syncing",
+                        self.watching, seq, last)
             await self._watch(self.watching)
             return
         self.last_seq[message_id] = seq

@@ -136,10 +136,13 @@ class Turn:
              "seq": self.seq, "event": event},
             separators=(",", ":"),
         )
+        started = time.monotonic()
         await get_channel_layer().group_send(
             conversation_group(self.conversation_id),
             {"type": "turn.event", "message": self.message_id, "seq": self.seq, "json": payload},
         )
+        if time.monotonic() - started > 0.2:
+            logger.warning("publishing event %d took %.2f s", self.seq, time.monotonic() - started)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -298,7 +301,9 @@ class _ProcessControl:
 
     async def start(self) -> None:
         layer = get_channel_layer()
-        self.channel = await layer.new_channel("turnctl.")
+        # The default prefix: channels-redis reads every process-local channel through one
+        # shared receive loop keyed by it; another prefix would never be read.
+        self.channel = await layer.new_channel()
         self._reader = asyncio.create_task(self._read(layer))
         # At start-up: turns left streaming by a process that died are interrupted now.
         count = await database_sync_to_async(actions.do_interrupt_stale_turns)()

@@ -5,4 +5,9 @@ from conversations import views
 urlpatterns = [
     path("", views.chat, name="chat"),
     path("c/<uuid:conversation_id>/", views.chat, name="conversation"),
+    path("api/conversations/", views.conversation_list, name="conversation-list"),
+    path("api/conversations/<uuid:conversation_id>/rename/", views.conversation_rename,
+         name="conversation-rename"),
+    path("api/conversations/<uuid:conversation_id>/delete/", views.conversation_delete,
+         name="conversation-delete"),
 ]

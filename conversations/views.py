@@ -1,15 +1,49 @@
-"""Pages. Thin: they load through selectors and render; the chat itself runs over the socket."""
+"""Pages and the sidebar's small JSON endpoints. Thin: they load through selectors, write
+through actions and translate; the chat itself runs over the socket (consumers.py).
+
+JSON endpoints answer 401 (not a login redirect) to an anonymous caller, 404 for a conversation
+that is not the caller's, and need the CSRF token on POST (header X-CSRFToken).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Callable
+from functools import wraps
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
 
-from conversations.selectors import ConversationNotFound, access_conversation, conversations_for
+from agents.models import Agent
+from conversations import actions, turns
+from conversations.search import BadCursor, conversation_page
+from conversations.selectors import ConversationNotFound, access_conversation, conversation_dict
+
+logger = logging.getLogger(__name__)
 
 SIDEBAR_PAGE = 50
+MAX_PAGE = 100
+
+
+def _json_login_required(view: Callable) -> Callable:
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return JsonResponse({"error": "Log in first."}, status=401)
+        return view(request, *args, **kwargs)
+    return wrapper
+
+
+def _agents() -> list[dict]:
+    rows = Agent.objects.filter(enabled=True).order_by("-is_default", "name")
+    return [{"id": a.pk, "name": a.name, "description": a.description, "default": a.is_default}
+            for a in rows]
 
 
 @login_required
@@ -20,8 +54,77 @@ def chat(request: HttpRequest, conversation_id=None) -> HttpResponse:
             conversation = access_conversation(user=request.user, conversation_id=conversation_id)
         except ConversationNotFound:
             raise Http404("No such conversation.") from None
+    page = conversation_page(user=request.user, limit=SIDEBAR_PAGE)
     return render(request, "conversations/chat.html", {
         "conversation": conversation,
-        "conversations": conversations_for(user=request.user)[:SIDEBAR_PAGE],
+        # The first sidebar page goes into the page itself (json_script): no round trip.
+        "boot": {
+            "conversation": str(conversation.pk) if conversation else None,
+            "title": conversation.title if conversation else "",
+            "sidebar": {"items": page.items, "next_cursor": page.next_cursor},
+            "agents": _agents(),
+            "user": request.user.get_username(),
+        },
         "model_server": settings.LLM_BASE_URL,
     })
+
+
+@require_GET
+@_json_login_required
+def conversation_list(request: HttpRequest) -> JsonResponse:
+    """GET ?q=<search>&cursor=<next_cursor>&limit=<n>: {"items": [...], "next_cursor": ...}."""
+    try:
+        limit = min(max(int(request.GET.get("limit", SIDEBAR_PAGE)), 1), MAX_PAGE)
+    except ValueError:
+        return JsonResponse({"error": "limit must be a number."}, status=400)
+    try:
+        page = conversation_page(user=request.user, query=request.GET.get("q", ""),
+                                 cursor=request.GET.get("cursor") or None, limit=limit)
+    except BadCursor as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse({"items": page.items, "next_cursor": page.next_cursor})
+
+
+def _body(request: HttpRequest) -> dict:
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _changed(*, user_id: int, conversation_id: str) -> None:
+    """Tell the user's other tabs to refetch their sidebar."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(
+            turns.user_group(user_id),
+            {"type": "conversation.changed", "conversation": conversation_id})
+    except Exception:  # the change is stored; other tabs catch up on their next refetch
+        logger.exception("could not announce a change to conversation %s", conversation_id)
+
+
+@require_POST
+@_json_login_required
+def conversation_rename(request: HttpRequest, conversation_id) -> JsonResponse:
+    """POST {"title": "..."}: the conversation as the socket describes it."""
+    try:
+        conversation = actions.do_rename_conversation(
+            user=request.user, conversation_id=conversation_id, title=_body(request).get("title"))
+    except ConversationNotFound:
+        return JsonResponse({"error": "No such conversation."}, status=404)
+    except actions.InvalidInput as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    _changed(user_id=request.user.pk, conversation_id=str(conversation.pk))
+    return JsonResponse({"conversation": conversation_dict(conversation)})
+
+
+@require_POST
+@_json_login_required
+def conversation_delete(request: HttpRequest, conversation_id) -> JsonResponse:
+    """POST: hides the conversation from its owner (the audit keeps it)."""
+    try:
+        actions.do_delete_conversation(user=request.user, conversation_id=conversation_id)
+    except ConversationNotFound:
+        return JsonResponse({"error": "No such conversation."}, status=404)
+    _changed(user_id=request.user.pk, conversation_id=str(conversation_id))
+    return JsonResponse({"deleted": str(conversation_id)})

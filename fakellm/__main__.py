@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=4, help="characters per chunk of an exact reply")
     parser.add_argument("--reasoning-field", choices=REASONING_FIELDS, default="reasoning_content")
     parser.add_argument("--api-key", default=None, help="require this key (Bearer or x-api-key)")
-    parser.add_argument("--keep-requests", type=int, default=50, help="request bodies kept for /_fake/requests")
+    parser.add_argument("--keep-requests", type=int, default=50, help="bodies kept for /_fake/requests")
     parser.add_argument("--access-log", action="store_true", help="log one line per request")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     sock = bind_socket(args.host, args.port)
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"fakellm: OpenAI base URL http://{host}:{port}/v1 (Anthropic: http://{host}:{port})", flush=True)
+    root = f"http://{host}:{port}"
+    print(f"fakellm: OpenAI base URL {root}/v1 (Anthropic: {root})", flush=True)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(config),

@@ -44,7 +44,8 @@ _ERROR_TYPES: dict[int, str] = {
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}}
+    kind = _ERROR_TYPES.get(status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
 
 
 def stop_reason(plan: Plan) -> str:
@@ -135,13 +136,13 @@ class Rendered:
 
 
 def _usage_json(plan: Plan, prompt: PromptUsage, output_tokens: int) -> dict[str, int]:
-    o = plan.usage
-    return {
-        "input_tokens": o.get("input_tokens", prompt.input_tokens),
-        "cache_creation_input_tokens": o.get("cache_creation_input_tokens", prompt.cache_creation_input_tokens),
-        "cache_read_input_tokens": o.get("cache_read_input_tokens", prompt.cache_read_input_tokens),
+    computed = {
+        "input_tokens": prompt.input_tokens,
+        "cache_creation_input_tokens": prompt.cache_creation_input_tokens,
+        "cache_read_input_tokens": prompt.cache_read_input_tokens,
         "output_tokens": output_tokens,
     }
+    return {name: plan.usage.get(name, value) for name, value in computed.items()}
 
 
 def render_stream(plan: Plan, *, model: str, prompt: PromptUsage) -> Rendered:
@@ -168,7 +169,10 @@ def render_stream(plan: Plan, *, model: str, prompt: PromptUsage) -> Rendered:
         nonlocal index
         prefix = f'data: {{"type":"content_block_delta","index":{index},"delta":'
         datas = [b"event: content_block_delta\n" + (prefix + d + "}\n\n").encode() for d, _ in deltas]
-        start_event = _event("content_block_start", dumps({"type": "content_block_start", "index": index, "content_block": start}))
+        start_event = _event(
+            "content_block_start",
+            dumps({"type": "content_block_start", "index": index, "content_block": start}),
+        )
         end = b"".join(
             b"event: content_block_delta\n" + (prefix + d + "}\n\n").encode() for d in closing
         ) + _event("content_block_stop", f'{{"type":"content_block_stop","index":{index}}}')
@@ -180,7 +184,8 @@ def render_stream(plan: Plan, *, model: str, prompt: PromptUsage) -> Rendered:
     if plan.reasoning:
         block(
             {"type": "thinking", "thinking": "", "signature": ""},
-            [('{"type":"thinking_delta","thinking":' + json_string(p) + "}", 1) for p in plan.reasoning],
+            [('{"type":"thinking_delta","thinking":' + json_string(p) + "}", 1)
+             for p in plan.reasoning],
             ['{"type":"signature_delta","signature":' + dumps(signature(plan.reasoning_text)) + "}"],
         )
     if plan.text:
@@ -210,7 +215,8 @@ def render_body(plan: Plan, *, model: str, prompt: PromptUsage) -> bytes:
     """The `stream: false` answer: one message object."""
     content: list[dict[str, Any]] = []
     if plan.reasoning:
-        content.append({"type": "thinking", "thinking": plan.reasoning_text, "signature": signature(plan.reasoning_text)})
+        thinking = plan.reasoning_text
+        content.append({"type": "thinking", "thinking": thinking, "signature": signature(thinking)})
     if plan.text:
         content.append({"type": "text", "text": plan.content_text})
     for call in plan.calls:
@@ -219,7 +225,9 @@ def render_body(plan: Plan, *, model: str, prompt: PromptUsage) -> bytes:
         except json.JSONDecodeError:
             # Only a streamed answer can carry arguments that are not JSON; keep the text visible.
             arguments = call.arguments
-        content.append({"type": "tool_use", "id": tool_use_id(call), "name": call.name, "input": arguments})
+        content.append(
+            {"type": "tool_use", "id": tool_use_id(call), "name": call.name, "input": arguments}
+        )
     body = {
         "id": f"msg_{os.urandom(12).hex()}",
         "type": "message",

@@ -29,12 +29,17 @@ class FailSpec:
     times: int | None = None
     # Seconds; sent as `Retry-After` on 429/503/529 only (what real servers do).
     retry_after: float | None = None
+    # Only requests for these models fail (empty: every model), to test fallback models.
+    models: tuple[str, ...] = ()
+
+    def applies_to(self, model: str) -> bool:
+        return not self.models or model in self.models
 
     @classmethod
     def parse(cls, raw: Any) -> FailSpec:
         if not isinstance(raw, Mapping):
             raise ConfigError("fail must be an object like {\"status\": 429, \"times\": 2}")
-        unknown = set(raw) - {"status", "times", "retry_after"}
+        unknown = set(raw) - {"status", "times", "retry_after", "models"}
         if unknown:
             raise ConfigError(f"fail: unknown keys {sorted(unknown)}")
         status = raw.get("status")
@@ -46,10 +51,14 @@ class FailSpec:
         retry_after = raw.get("retry_after")
         if retry_after is not None and (not _is_number(retry_after) or retry_after < 0):
             raise ConfigError("fail.retry_after must be a non-negative number")
-        return cls(status=status, times=times, retry_after=retry_after)
+        models = raw.get("models", [])
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise ConfigError("fail.models must be a list of model names")
+        return cls(status=status, times=times, retry_after=retry_after, models=tuple(models))
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "times": self.times, "retry_after": self.retry_after}
+        return {"status": self.status, "times": self.times, "retry_after": self.retry_after,
+                "models": list(self.models)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +125,13 @@ def _check_field(name: str, value: Any) -> Any:
             raise ConfigError("required_api_key must be a non-empty string or null")
         return value
     if name == "fail":
-        return None if value is None else (value if isinstance(value, FailSpec) else FailSpec.parse(value))
+        if value is None or isinstance(value, FailSpec):
+            return value
+        return FailSpec.parse(value)
     if name == "models":
-        if not isinstance(value, list | tuple) or not value or not all(isinstance(m, str) for m in value):
+        if not isinstance(value, list | tuple) or not value or not all(
+            isinstance(m, str) for m in value
+        ):
             raise ConfigError("models must be a non-empty list of strings")
         return tuple(value)
     raise ConfigError(f"unknown config key {name!r}")  # pragma: no cover - guarded by caller

@@ -60,7 +60,9 @@ def usage(plan: Plan, prompt_tokens: int) -> dict[str, Any]:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": o.get("total_tokens", prompt + completion),
-        "completion_tokens_details": {"reasoning_tokens": o.get("reasoning_tokens", len(plan.reasoning))},
+        "completion_tokens_details": {
+            "reasoning_tokens": o.get("reasoning_tokens", len(plan.reasoning))
+        },
         "prompt_tokens_details": {"cached_tokens": o.get("cached_tokens", 0)},
     }
 
@@ -92,9 +94,10 @@ def render_stream(plan: Plan, *, model: str, include_usage: bool, prompt_tokens:
     frames += [Frame(chunk(delta), 0) for delta in _call_deltas(plan)]
 
     role = chunk('{"role":"assistant","content":""}')
+    reason = dumps(finish_reason(plan))
     finish = (
         open_choice
-        + f'{{}},"logprobs":null,"finish_reason":{dumps(finish_reason(plan))},"stop_reason":null}}]'.encode()
+        + f'{{}},"logprobs":null,"finish_reason":{reason},"stop_reason":null}}]'.encode()
         + end
     )
     tail = finish
@@ -137,7 +140,11 @@ def render_body(plan: Plan, *, model: str, prompt_tokens: int) -> bytes:
         "content": plan.content_text if plan.text or not plan.calls else None,
         plan.reasoning_field: plan.reasoning_text or None,
         "tool_calls": [
-            {"id": call_id(c), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            {
+                "id": call_id(c),
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
             for c in plan.calls
         ],
     }

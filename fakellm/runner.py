@@ -160,7 +160,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_in_thread(config: FakeConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> FakeLLM:
+def run_in_thread(
+    config: FakeConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> FakeLLM:
     """Start a fake server on a background thread and return its handle once it accepts requests.
 
     `port=0` picks a free port. Stop it with `handle.stop()` or use the handle as a context
@@ -180,6 +182,8 @@ def run_in_thread(config: FakeConfig | None = None, *, host: str = "127.0.0.1", 
         # Backstop only: stop() already closes every open stream before shutting down.
         timeout_graceful_shutdown=2,
     )
-    handle = FakeLLM(host=host, port=sock.getsockname()[1], server=uvicorn.Server(uv_config), state=app.state.fake)
+    handle = FakeLLM(
+        host=host, port=sock.getsockname()[1], server=uvicorn.Server(uv_config), state=app.state.fake
+    )
     handle._start(sock)
     return handle

@@ -239,7 +239,8 @@ def read_anthropic(messages: Sequence[Any]) -> Conversation:
             rounds += 1
         for block in found:
             call_id = str(block.get("tool_use_id", ""))
-            results.append(ToolResult(label=names.get(call_id) or call_id, content=_text_of(block.get("content"))))
+            label = names.get(call_id) or call_id
+            results.append(ToolResult(label=label, content=_text_of(block.get("content"))))
     text = _text_of(messages[last_user].get("content")) if last_user >= 0 else ""
     last = messages[-1] if messages else None
     ends = (
@@ -275,9 +276,8 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(
-            str(part.get("text", "")) for part in content if _is_dict(part) and part.get("type") == "text"
-        )
+        texts = (p.get("text", "") for p in content if _is_dict(p) and p.get("type") == "text")
+        return "\n".join(str(text) for text in texts)
     return json.dumps(content)
 
 

@@ -101,7 +101,8 @@ def _format_seconds(seconds: float) -> str:
 
 
 def _failure(state: FakeState, error_body: ErrorBody, spec: FailSpec) -> Response:
-    return _error(state, error_body, spec.status, f"fake failure {spec.status} (injected)", spec.retry_after)
+    message = f"fake failure {spec.status} (injected)"
+    return _error(state, error_body, spec.status, message, spec.retry_after)
 
 
 async def _read_body(request: Request, state: FakeState) -> Any:
@@ -116,7 +117,8 @@ async def _read_body(request: Request, state: FakeState) -> Any:
         {
             "path": request.url.path,
             "headers": {
-                name: "<redacted>" if name in _SECRET_HEADERS else value for name, value in request.headers.items()
+                name: "<redacted>" if name in _SECRET_HEADERS else value
+                for name, value in request.headers.items()
             },
             "body": body if body is not None else raw.decode("utf-8", "replace"),
             "at": time.time(),
@@ -173,10 +175,16 @@ def _plan(
     state: FakeState, body: Mapping[str, Any], conversation: Conversation, max_tokens: int | None
 ) -> tuple[Plan, FailSpec | None]:
     directive = parse_directive(conversation.last_user_text)
-    key = scenario_key(model=body["model"], directive=directive, last_user_text=conversation.last_user_text)
-    failure = state.next_failure(key, directive.fail)
+    text = conversation.last_user_text
+    key = scenario_key(model=body["model"], directive=directive, last_user_text=text)
+    spec = directive.fail if directive.fail and directive.fail.applies_to(body["model"]) else None
+    failure = state.next_failure(key, spec)
     plan = build_plan(
-        directive=directive, conversation=conversation, config=state.config, key=key, max_tokens=max_tokens
+        directive=directive,
+        conversation=conversation,
+        config=state.config,
+        key=key,
+        max_tokens=max_tokens,
     )
     return plan, failure
 
@@ -197,9 +205,8 @@ async def chat_completions(request: Request) -> Any:
     if problem:
         return _error(state, err, 400, problem)
     try:
-        plan, failure = _plan(
-            state, body, read_openai(body["messages"]), _max_tokens(body, "max_completion_tokens", "max_tokens")
-        )
+        max_tokens = _max_tokens(body, "max_completion_tokens", "max_tokens")
+        plan, failure = _plan(state, body, read_openai(body["messages"]), max_tokens)
     except DirectiveError as exc:
         return _error(state, err, 400, str(exc))
     if failure is not None:
@@ -210,7 +217,9 @@ async def chat_completions(request: Request) -> Any:
     if body.get("stream") is True:
         options = body.get("stream_options") or {}
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        rendered = openai_wire.render_stream(plan, model=model, include_usage=include_usage, prompt_tokens=prompt_tokens)
+        rendered = openai_wire.render_stream(
+            plan, model=model, include_usage=include_usage, prompt_tokens=prompt_tokens
+        )
         return PacedStream(
             state=state,
             headers=_SSE_HEADERS,
@@ -251,7 +260,8 @@ async def messages(request: Request) -> Any:
     if problem:
         return _error(state, err, 400, problem)
     try:
-        plan, failure = _plan(state, body, read_anthropic(body["messages"]), _max_tokens(body, "max_tokens"))
+        max_tokens = _max_tokens(body, "max_tokens")
+        plan, failure = _plan(state, body, read_anthropic(body["messages"]), max_tokens)
     except DirectiveError as exc:
         return _error(state, err, 400, str(exc))
     if failure is not None:
@@ -292,7 +302,8 @@ async def list_models(request: Request) -> Response:
     ids = state.config.models
     if anthropic:
         data = [
-            {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in ids
+            {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+            for m in ids
         ]
         return JSONResponse({"data": data, "has_more": False, "first_id": ids[0], "last_id": ids[-1]})
     created = 1735689600

@@ -44,7 +44,9 @@ class Stats:
 
 
 @dataclass(slots=True)
-class _Counters:
+class Counters:
+    """The live counters behind `Stats`; replaced (not zeroed) by a reset."""
+
     requests: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     streams_started: int = 0
@@ -61,7 +63,7 @@ class FakeState:
     def __init__(self, config: FakeConfig) -> None:
         self.initial_config = config
         self.config = config
-        self.counters = _Counters()
+        self.counters = Counters()
         # Bumped by reset: a stream started before a reset does not count after it, so one
         # test's leftovers (a hang ending late) never leak into the next test's numbers.
         self.epoch = 0
@@ -81,7 +83,7 @@ class FakeState:
         self.config = config
 
     def reset(self, *, config: bool = False) -> None:
-        self.counters = _Counters()
+        self.counters = Counters()
         self.epoch += 1
         self.recent.clear()
         self.attempts.clear()
@@ -113,7 +115,9 @@ class FakeState:
     def next_failure(self, key: str, spec: FailSpec | None) -> FailSpec | None:
         """Count one attempt of scenario `key`; return the spec if this attempt must fail."""
         server_spec = self.config.fail
-        if server_spec is not None and (server_spec.times is None or self.server_fail_used < server_spec.times):
+        if server_spec is not None and (
+            server_spec.times is None or self.server_fail_used < server_spec.times
+        ):
             self.server_fail_used += 1
             return server_spec
         if spec is None:

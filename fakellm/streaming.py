@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fakellm.state import FakeState
+from fakellm.state import Counters, FakeState
 
 Scope = dict[str, Any]
 Receive = Any
@@ -137,12 +137,10 @@ class Pacing:
 
     def stop_at(self) -> tuple[int, bool] | None:
         """Token count after which the response stops, and whether it then drops (else hangs)."""
-        if self.drop_after is None and self.hang_after is None:
-            return None
-        if self.hang_after is None or (self.drop_after is not None and self.drop_after <= self.hang_after):
-            assert self.drop_after is not None
-            return self.drop_after, True
-        return self.hang_after, False
+        drop, hang = self.drop_after, self.hang_after
+        if drop is not None and (hang is None or drop <= hang):
+            return drop, True
+        return None if hang is None else (hang, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +180,7 @@ class PacedStream:
             state.active_streams -= 1
             watch.close()
 
-    async def _write(self, watch: _Watch, send: Send, counters: Any) -> None:
+    async def _write(self, watch: _Watch, send: Send, counters: Counters) -> None:
         loop = asyncio.get_running_loop()
         pacing = self.pacing
         stop = pacing.stop_at()
@@ -223,7 +221,8 @@ class PacedStream:
         watch.check()
         counters.tokens_sent += pending
         watch.finished = True
-        await send({"type": "http.response.body", "body": bytes(buffer + self.tail), "more_body": False})
+        body = bytes(buffer + self.tail)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
         counters.streams_completed += 1
 
 

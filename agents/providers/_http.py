@@ -45,16 +45,19 @@ def make_client(config: ProviderConfig) -> httpx.AsyncClient:
 
 
 def public_url(url: str) -> str:
-    """The URL without user:password, fit for messages shown to users."""
+    """The URL without user:password or query, fit for messages shown to users."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
         return "<invalid URL>"
-    return str(parsed.copy_with(userinfo=b"")) if parsed.userinfo else str(parsed)
+    # Query strings can carry keys too (?api-key=...).
+    return str(parsed.copy_with(userinfo=b"", query=None))
 
 
 def redact(text: str, *, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
+    # Below 4 characters it is a placeholder ("x" for a local server), and replacing every "x"
+    # in a message would only garble it.
+    return text.replace(secret, "***") if len(secret) >= 4 else text
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
@@ -116,6 +119,21 @@ def _truncate(text: str) -> str:
     return text if len(text) <= MAX_SERVER_MESSAGE else text[: MAX_SERVER_MESSAGE - 1] + "…"
 
 
+# Anthropic's error types (also used by some OpenAI-compatible proxies) as the HTTP status
+# they stand for, so an error reported mid-stream is classified like the same error up front.
+_STATUS_OF_ERROR_TYPE: dict[str, int] = {
+    "overloaded_error": 529,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "invalid_request_error": 400,
+    "request_too_large": 413,
+    "timeout_error": 504,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorContext:
     """What error messages may mention: the public base URL and the model; never the key."""
@@ -138,7 +156,10 @@ class ErrorContext:
                 f"The model server rejected the API key (HTTP {status}).", kind="auth", status=status
             )
         if status == 404:
-            if "model" in detail.lower():
+            # A wrong URL gets the web server's generic "Not Found"; an unknown model gets an
+            # answer that names it (OpenAI's code "model_not_found", vLLM's "The model ...").
+            raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+            if "model" in raw.lower():
                 message = f"The model server does not know model '{self.model}' (HTTP 404)."
             else:
                 message = (
@@ -203,18 +224,7 @@ class ErrorContext:
         """An error the server reported inside a 200 stream (Anthropic `error` events, and the
         `{"error": ...}` chunks some OpenAI-compatible servers send)."""
         detail = self._clean(message)
-        kinds: dict[str, int] = {
-            "overloaded_error": 529,
-            "rate_limit_error": 429,
-            "api_error": 500,
-            "authentication_error": 401,
-            "permission_error": 403,
-            "not_found_error": 404,
-            "invalid_request_error": 400,
-            "request_too_large": 413,
-            "timeout_error": 504,
-        }
-        status = status or kinds.get(error_type)
+        status = status or _STATUS_OF_ERROR_TYPE.get(error_type)
         if status is None:
             # Unknown mid-stream failures are almost always upstream trouble, worth a retry.
             return ProviderError(
@@ -300,6 +310,20 @@ class TimedEvents:
             raise self._errors.protocol(str(exc)) from None
         except SSEError as exc:
             raise self._errors.protocol(str(exc)) from None
+
+    async def drain(self, *, limit: float = 1.0) -> None:
+        """Read what follows the end-of-answer event (the chunked-encoding terminator).
+
+        Without this the response is closed half-read and httpcore drops the connection
+        instead of returning it to the pool: every turn would pay a new TCP (and TLS)
+        handshake. Bounded and best effort: the answer is complete whatever happens here.
+        """
+        try:
+            async with asyncio.timeout(limit):
+                async for _ in self._events:
+                    pass
+        except (TimeoutError, httpx.HTTPError, SSEError):
+            pass
 
     async def aclose(self) -> None:
         aclose = getattr(self._events, "aclose", None)

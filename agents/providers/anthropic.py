@@ -9,9 +9,11 @@ at any time.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
+
+import httpx
 
 from agents.events import (
     ChatMessage,
@@ -54,6 +56,9 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    def _url(self, path: str) -> str:
+        return _http.join_url(api_root(self.config.base_url), path)
+
     def _headers(self) -> dict[str, str]:
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if self.config.api_key:
@@ -69,7 +74,7 @@ class AnthropicProvider:
         """The ids the server offers (GET /models); raises `ProviderError` like `stream()`."""
         data = await _http.get_json(
             client=self._client,
-            url=_http.join_url(self.config.base_url, "models"),
+            url=self._url("models"),
             headers=self._headers(),
             timeouts=self.config.timeouts,
             errors=self._errors(""),
@@ -77,7 +82,7 @@ class AnthropicProvider:
         items = data.get("data", []) if isinstance(data, dict) else []
         return [item["id"] for item in items if isinstance(item, dict) and "id" in item]
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Stream one answer as `ProviderEvent`s, ending with `Finished`; raises `ProviderError`.
 
         Each tool call is yielded whole when its content block ends. Closing the generator early
@@ -87,7 +92,7 @@ class AnthropicProvider:
         state = _StreamState()
         async with _http.open_sse(
             client=self._client,
-            url=_http.join_url(self.config.base_url, "messages"),
+            url=self._url("messages"),
             body=build_body(request),
             headers=self._headers(),
             timeouts=self.config.timeouts,
@@ -103,11 +108,23 @@ class AnthropicProvider:
                 for event in out:
                     yield event
                 if state.stopped:
+                    await events.drain()
                     break
-            if not state.stopped:
+            if not state.stopped and state.stop_reason is None:
+                # EOF before the message said how it ended: the answer was cut off.
                 raise errors.dropped()
             yield state.usage()
             yield Finished(reason=_STOP_REASONS.get(state.stop_reason or "end_turn", "other"))
+
+
+def api_root(base_url: str) -> str:
+    """`base_url` as configured ("https://api.anthropic.com/v1"), or with "/v1" added when it is
+    a bare host, which is how Anthropic's own SDKs spell their base URL."""
+    try:
+        path = httpx.URL(base_url).path
+    except httpx.InvalidURL:
+        return base_url
+    return base_url.rstrip("/") + "/v1" if path in ("", "/") else base_url
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +74,7 @@ class OpenAIProvider:
         items = data.get("data", []) if isinstance(data, dict) else []
         return [item["id"] for item in items if isinstance(item, dict) and "id" in item]
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Stream one answer as `ProviderEvent`s, ending with `Finished`; raises `ProviderError`.
 
         Tool calls are yielded whole, once the server says the message is finished. Closing the
@@ -93,6 +93,7 @@ class OpenAIProvider:
             async for sse in events:
                 if sse.data.strip() == "[DONE]":
                     state.done = True
+                    await events.drain()
                     break
                 if not sse.data.strip():
                     continue

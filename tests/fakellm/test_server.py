@@ -66,9 +66,8 @@ def stream_chat(client: httpx.Client, fake: FakeLLM, body: dict[str, Any]) -> li
 
 
 def content_of(chunks: list[Any], field: str = "content") -> str:
-    return "".join(
-        c["choices"][0]["delta"].get(field) or "" for c in chunks if isinstance(c, dict) and c["choices"]
-    )
+    deltas = (c["choices"][0]["delta"] for c in chunks if isinstance(c, dict) and c["choices"])
+    return "".join(delta.get(field) or "" for delta in deltas)
 
 
 def anthropic_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
@@ -110,7 +109,8 @@ def test_stream_is_the_deterministic_text_then_done(fake: FakeLLM, client: httpx
 
 
 def test_non_streaming_completion(fake: FakeLLM, client: httpx.Client) -> None:
-    body = client.post(f"{fake.base_url}/chat/completions", json=chat([user("hi", {"tokens": 3, "reasoning": 2})])).json()
+    request = chat([user("hi", {"tokens": 3, "reasoning": 2})])
+    body = client.post(f"{fake.base_url}/chat/completions", json=request).json()
 
     assert body["object"] == "chat.completion"
     message = body["choices"][0]["message"]
@@ -121,8 +121,17 @@ def test_non_streaming_completion(fake: FakeLLM, client: httpx.Client) -> None:
     assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == 2
 
 
+def test_exact_reply_survives_any_chunking(fake: FakeLLM, client: httpx.Client) -> None:
+    reply = '<img src=x onerror="alert(1)">\n\\ é 😀 </script>'
+    chunks = stream_chat(client, fake, chat([user("xss", {"reply": reply, "chunk": 3})]))
+    assert content_of(chunks) == reply
+    assert sum(1 for c in chunks[:-1] if c["choices"][0]["delta"].get("content")) == -(-len(reply) // 3)
+
+
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
-def test_reasoning_streams_before_content_in_the_chosen_field(fake: FakeLLM, client: httpx.Client, field: str) -> None:
+def test_reasoning_streams_before_content_in_the_chosen_field(
+    fake: FakeLLM, client: httpx.Client, field: str
+) -> None:
     directive = {"reasoning": "Let me think.", "reply": "Answer.", "reasoning_field": field}
     chunks = stream_chat(client, fake, chat([user("q", directive)]))
 
@@ -141,7 +150,8 @@ def test_parallel_tool_calls_reassemble(fake: FakeLLM, client: httpx.Client, int
         {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}},
         {"name": "add", "arguments": {"a": 2, "b": 3}},
     ]
-    chunks = stream_chat(client, fake, chat([user("go", {"tool_calls": calls, "interleave_tools": interleave})]))
+    directive = {"tool_calls": calls, "interleave_tools": interleave}
+    chunks = stream_chat(client, fake, chat([user("go", directive)]))
 
     assembled: dict[int, dict[str, Any]] = {}
     pieces: dict[int, int] = {}
@@ -151,7 +161,8 @@ def test_parallel_tool_calls_reassemble(fake: FakeLLM, client: httpx.Client, int
             if index not in assembled:
                 # The first delta of a call names it; later ones carry only index and arguments.
                 assert delta["type"] == "function" and delta["id"].startswith("call_")
-                assembled[index] = {"id": delta["id"], "name": delta["function"]["name"], "arguments": ""}
+                name = delta["function"]["name"]
+                assembled[index] = {"id": delta["id"], "name": name, "arguments": ""}
             else:
                 assert set(delta) == {"index", "function"} and set(delta["function"]) == {"arguments"}
             assembled[index]["arguments"] += delta["function"]["arguments"]
@@ -167,7 +178,9 @@ def test_parallel_tool_calls_reassemble(fake: FakeLLM, client: httpx.Client, int
 
 
 def test_answer_after_tool_results_quotes_them(fake: FakeLLM, client: httpx.Client) -> None:
-    directive = {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "add"}]}
+    directive = {
+        "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "add"}]
+    }
     first = client.post(f"{fake.base_url}/chat/completions", json=chat([user("go", directive)])).json()
     calls = first["choices"][0]["message"]["tool_calls"]
     assert first["choices"][0]["finish_reason"] == "tool_calls" and len(calls) == 2
@@ -189,7 +202,8 @@ def test_tool_rounds_asks_again_before_answering(fake: FakeLLM, client: httpx.Cl
     history: list[dict[str, Any]] = [user("go", directive)]
     ids = []
     for n in range(2):
-        message = client.post(f"{fake.base_url}/chat/completions", json=chat(history)).json()["choices"][0]["message"]
+        answer = client.post(f"{fake.base_url}/chat/completions", json=chat(history)).json()
+        message = answer["choices"][0]["message"]
         call = message["tool_calls"][0]
         ids.append(call["id"])
         history += [message, {"role": "tool", "tool_call_id": call["id"], "content": f"r{n}"}]
@@ -206,7 +220,8 @@ def test_usage_chunk_only_when_asked(fake: FakeLLM, client: httpx.Client) -> Non
     usage_chunk = chunks[-2]
     assert usage_chunk["choices"] == []
     usage = usage_chunk["usage"]
-    assert usage["completion_tokens"] == 5 and usage["completion_tokens_details"] == {"reasoning_tokens": 1}
+    assert usage["completion_tokens"] == 5
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 1}
     assert usage["total_tokens"] == usage["prompt_tokens"] + 5 > 5
     assert usage["prompt_tokens_details"] == {"cached_tokens": 0}
     assert all(c["usage"] is None for c in chunks[:-2])
@@ -222,7 +237,8 @@ def test_max_tokens_cuts_the_answer_with_length(fake: FakeLLM, client: httpx.Cli
 
 
 def test_429_with_retry_after_then_success(fake: FakeLLM, client: httpx.Client) -> None:
-    body = chat([user("retry me", {"fail": {"status": 429, "times": 2, "retry_after": 1}, "tokens": 2})])
+    fail = {"status": 429, "times": 2, "retry_after": 1}
+    body = chat([user("retry me", {"fail": fail, "tokens": 2})])
     url = f"{fake.base_url}/chat/completions"
     answers = [client.post(url, json=body) for _ in range(3)]
 
@@ -240,7 +256,8 @@ def test_429_with_retry_after_then_success(fake: FakeLLM, client: httpx.Client) 
 
 def test_500_for_ever(fake: FakeLLM, client: httpx.Client) -> None:
     body = chat([user("broken", {"fail": {"status": 500}})], stream=True)
-    statuses = {client.post(f"{fake.base_url}/chat/completions", json=body).status_code for _ in range(4)}
+    url = f"{fake.base_url}/chat/completions"
+    statuses = {client.post(url, json=body).status_code for _ in range(4)}
     assert statuses == {500}
     assert fake.stats().streams_started == 0
 
@@ -263,10 +280,15 @@ def test_auth_and_validation_errors(fake: FakeLLM, client: httpx.Client) -> None
     assert client.post(url, json=body).status_code == 401
     assert client.post(url, json=body, headers={"Authorization": "Bearer sk-right"}).status_code == 200
     anthropic = client.post(
-        f"{fake.root_url}/v1/messages", json={**body, "max_tokens": 10}, headers={**ANTHROPIC, "x-api-key": "nope"}
+        f"{fake.root_url}/v1/messages",
+        json={**body, "max_tokens": 10},
+        headers={**ANTHROPIC, "x-api-key": "nope"},
     )
     assert anthropic.status_code == 401
-    assert anthropic.json() == {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+    assert anthropic.json() == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+    }
 
     fake.configure(required_api_key=None)
     missing_model = client.post(url, json={"messages": [user("x")]})
@@ -294,7 +316,8 @@ def test_drop_after_closes_mid_stream(fake: FakeLLM, client: httpx.Client) -> No
 def test_hang_makes_the_client_time_out(fake: FakeLLM, client: httpx.Client) -> None:
     url = f"{fake.base_url}/chat/completions"
     with pytest.raises(httpx.ReadTimeout):
-        client.post(url, json=chat([user("hang", {"hang": True})], stream=True), timeout=httpx.Timeout(5, read=0.3))
+        body = chat([user("hang", {"hang": True})], stream=True)
+        client.post(url, json=body, timeout=httpx.Timeout(5, read=0.3))
     fake.wait_for(lambda s: s.streams_abandoned == 1 and s.active_streams == 0)
 
     received = []
@@ -345,7 +368,11 @@ def anthropic_body(content: Any, **extra: Any) -> dict[str, Any]:
 
 
 def test_anthropic_stream_event_sequence(fake: FakeLLM, client: httpx.Client) -> None:
-    directive = {"reasoning": 2, "preamble": "Checking.", "tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}]}
+    directive = {
+        "reasoning": 2,
+        "preamble": "Checking.",
+        "tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}],
+    }
     body = anthropic_body("find x\nfake: " + json.dumps(directive), stream=True)
     with client.stream("POST", f"{fake.root_url}/v1/messages", json=body, headers=ANTHROPIC) as r:
         events = anthropic_events(r)
@@ -370,16 +397,23 @@ def test_anthropic_stream_event_sequence(fake: FakeLLM, client: httpx.Client) ->
     start_usage = events[0][1]["message"]["usage"]
     assert start_usage["input_tokens"] > 0 and start_usage["cache_read_input_tokens"] == 0
     message_delta = events[-2][1]
-    assert message_delta["delta"]["stop_reason"] == "tool_use" and message_delta["usage"]["output_tokens"] > 0
+    assert message_delta["delta"]["stop_reason"] == "tool_use"
+    assert message_delta["usage"]["output_tokens"] > 0
 
 
-def test_anthropic_cache_reads_when_a_marked_prefix_repeats(fake: FakeLLM, client: httpx.Client) -> None:
-    system = [{"type": "text", "text": "You are helpful. " * 50, "cache_control": {"type": "ephemeral"}}]
-    url = f"{fake.root_url}/v1/messages"
-    first = client.post(url, json=anthropic_body("one", system=system), headers=ANTHROPIC).json()["usage"]
-    second = client.post(url, json=anthropic_body("two", system=system), headers=ANTHROPIC).json()["usage"]
+def test_anthropic_cache_reads_when_a_marked_prefix_repeats(
+    fake: FakeLLM, client: httpx.Client
+) -> None:
     unmarked = [{"type": "text", "text": "You are helpful. " * 50}]
-    third = client.post(url, json=anthropic_body("three", system=unmarked), headers=ANTHROPIC).json()["usage"]
+    system = [{**unmarked[0], "cache_control": {"type": "ephemeral"}}]
+
+    def usage(text: str, system: list[dict[str, Any]]) -> dict[str, int]:
+        body = anthropic_body(text, system=system)
+        return client.post(f"{fake.root_url}/v1/messages", json=body, headers=ANTHROPIC).json()["usage"]
+
+    first = usage("one", system)
+    second = usage("two", system)
+    third = usage("three", unmarked)
 
     assert first["cache_read_input_tokens"] == 0 and first["cache_creation_input_tokens"] > 0
     assert second["cache_read_input_tokens"] == first["cache_creation_input_tokens"]
@@ -390,7 +424,8 @@ def test_anthropic_cache_reads_when_a_marked_prefix_repeats(fake: FakeLLM, clien
 def test_anthropic_non_streaming_and_tool_results(fake: FakeLLM, client: httpx.Client) -> None:
     directive = {"tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}]}
     ask = [{"role": "user", "content": [{"type": "text", "text": "go\nfake: " + json.dumps(directive)}]}]
-    first = client.post(f"{fake.root_url}/v1/messages", json=anthropic_body(ask), headers=ANTHROPIC).json()
+    url = f"{fake.root_url}/v1/messages"
+    first = client.post(url, json=anthropic_body(ask), headers=ANTHROPIC).json()
     assert first["type"] == "message" and first["stop_reason"] == "tool_use"
     tool_use = first["content"][-1]
     assert tool_use["input"] == {"q": "x"}
@@ -398,21 +433,29 @@ def test_anthropic_non_streaming_and_tool_results(fake: FakeLLM, client: httpx.C
     history = [
         *ask,
         {"role": "assistant", "content": first["content"]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use["id"], "content": "found"}]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": tool_use["id"], "content": "found"}],
+        },
     ]
-    final = client.post(f"{fake.root_url}/v1/messages", json=anthropic_body(history), headers=ANTHROPIC).json()
+    final = client.post(url, json=anthropic_body(history), headers=ANTHROPIC).json()
     assert final["stop_reason"] == "end_turn"
     assert final["content"] == [{"type": "text", "text": "Tool results: lookup=found;"}]
-    no_max_tokens = client.post(f"{fake.root_url}/v1/messages", json={"model": "m", "messages": ask}, headers=ANTHROPIC)
-    assert no_max_tokens.status_code == 400 and no_max_tokens.json()["error"]["type"] == "invalid_request_error"
-    assert client.post(f"{fake.root_url}/v1/messages", json=anthropic_body(ask)).status_code == 400
+    no_max_tokens = client.post(url, json={"model": "m", "messages": ask}, headers=ANTHROPIC)
+    assert no_max_tokens.status_code == 400
+    assert no_max_tokens.json()["error"]["type"] == "invalid_request_error"
+    no_version = client.post(url, json=anthropic_body(ask))
+    assert no_version.status_code == 400 and "anthropic-version" in no_version.json()["error"]["message"]
 
 
 # --- Control endpoints -----------------------------------------------------------------------
 
 
-def test_config_endpoint_changes_defaults_and_reset_restores(fake: FakeLLM, client: httpx.Client) -> None:
-    changed = client.post(f"{fake.root_url}/_fake/config", json={"tokens": 2, "reasoning_field": "reasoning"})
+def test_config_endpoint_changes_defaults_and_reset_restores(
+    fake: FakeLLM, client: httpx.Client
+) -> None:
+    changes = {"tokens": 2, "reasoning_field": "reasoning"}
+    changed = client.post(f"{fake.root_url}/_fake/config", json=changes)
     assert changed.status_code == 200 and changed.json()["tokens"] == 2
     assert client.post(f"{fake.root_url}/_fake/config", json={"tokenz": 1}).status_code == 400
 
@@ -429,14 +472,16 @@ def test_config_endpoint_changes_defaults_and_reset_restores(fake: FakeLLM, clie
 def test_requests_endpoint_records_bodies(fake: FakeLLM, client: httpx.Client) -> None:
     tools = [{"type": "function", "function": {"name": "t", "parameters": {"type": "object"}}}]
     body = chat([{"role": "system", "content": "Be brief."}, user("first")], tools=tools)
-    client.post(f"{fake.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-secret"})
+    secret = {"Authorization": "Bearer sk-secret"}
+    client.post(f"{fake.base_url}/chat/completions", json=body, headers=secret)
     client.post(f"{fake.root_url}/v1/messages", json=anthropic_body("second"), headers=ANTHROPIC)
 
     recorded = client.get(f"{fake.root_url}/_fake/requests").json()
     assert [r["path"] for r in recorded] == ["/v1/chat/completions", "/v1/messages"]
     assert recorded[0]["body"] == body
     assert recorded[0]["headers"]["authorization"] == "<redacted>"
-    assert client.get(f"{fake.root_url}/_fake/requests?limit=1").json()[0]["body"]["model"] == "claude-fake"
+    newest = client.get(f"{fake.root_url}/_fake/requests?limit=1").json()
+    assert [r["body"]["model"] for r in newest] == ["claude-fake"]
     assert fake.requests()[1]["body"]["messages"][0]["content"] == "second"
 
 
@@ -453,7 +498,8 @@ async def test_async_client_and_handle(fake: FakeLLM) -> None:
 
 def test_cli_prints_base_url_and_serves() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakellm", "--port", "0", "--ttft-ms", "0", "--gap-ms", "0", "--tokens", "3"],
+        [sys.executable, "-m", "fakellm", "--port", "0", "--ttft-ms", "0", "--gap-ms", "0"]
+        + ["--tokens", "3"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,

@@ -1,0 +1,434 @@
+"""The OpenAI-compatible adapter against the fake model server (no mocks: real HTTP and SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from agents.events import (
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    ProviderError,
+    ProviderEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallRequested,
+    ToolSpec,
+    Usage,
+)
+from agents.providers import (
+    AnthropicProvider,
+    OpenAIProvider,
+    ProviderConfig,
+    Timeouts,
+    close_all,
+    get_provider,
+    make_provider,
+)
+from agents.providers._http import parse_retry_after
+
+# Fractions of a second, so a broken timeout fails fast instead of hanging the suite.
+FAST = Timeouts(connect=1.0, first_token=2.0, gap=2.0, total=10.0)
+
+
+@pytest.fixture
+def fake(fake_llm_server):
+    fake_llm_server.reset(config=True)
+    return fake_llm_server
+
+
+@pytest.fixture
+async def provider(fake) -> AsyncIterator[OpenAIProvider]:
+    p = OpenAIProvider(config(fake.base_url))
+    yield p
+    await p.aclose()
+
+
+def config(base_url: str, **overrides: Any) -> ProviderConfig:
+    values: dict[str, Any] = {"name": "local", "kind": "openai", "base_url": base_url, "timeouts": FAST}
+    return ProviderConfig(**(values | overrides))
+
+
+def ask(directive: dict[str, Any] | None = None, *, text: str = "Hello", **fields: Any) -> ChatRequest:
+    content = text + (f"\nfake: {json.dumps(directive)}" if directive is not None else "")
+    return ChatRequest(model="fake-model", messages=(ChatMessage(role="user", content=content),), **fields)
+
+
+async def collect(stream: AsyncIterator[ProviderEvent]) -> list[ProviderEvent]:
+    return [event async for event in stream]
+
+
+async def collect_until_error(
+    stream: AsyncIterator[ProviderEvent],
+) -> tuple[list[ProviderEvent], ProviderError]:
+    seen: list[ProviderEvent] = []
+    with pytest.raises(ProviderError) as caught:
+        async for event in stream:
+            seen.append(event)
+    return seen, caught.value
+
+
+def text_of(events: list[ProviderEvent]) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+# --- Streaming ----------------------------------------------------------------------------------
+
+
+async def test_streams_the_exact_text_then_usage_then_finished(provider):
+    reply = "Héllo, wörld! ✓ Ünïcode and \"quotes\"\nand a second line."
+    events = await collect(provider.stream(ask({"reply": reply, "chunk": 3})))
+
+    assert text_of(events) == reply
+    assert all(isinstance(e, TextDelta) for e in events[:-2])
+    usage, finished = events[-2:]
+    assert isinstance(usage, Usage) and usage.input_tokens > 0
+    assert usage.output_tokens == len(reply) // 3 + 1  # one token per chunk in the fake
+    assert finished == Finished(reason="stop")
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+async def test_reasoning_arrives_under_either_field_name(provider, field):
+    events = await collect(
+        provider.stream(ask({"reasoning": "Let me think.", "reasoning_field": field, "reply": "42"}))
+    )
+
+    reasoning = [e for e in events if isinstance(e, ReasoningDelta)]
+    assert "".join(e.text for e in reasoning) == "Let me think."
+    assert text_of(events) == "42"
+    # Reasoning first, then the answer.
+    assert events.index(reasoning[-1]) < next(i for i, e in enumerate(events) if isinstance(e, TextDelta))
+    usage = next(e for e in events if isinstance(e, Usage))
+    assert usage.reasoning_tokens == len(reasoning)
+
+
+async def test_parallel_tool_calls_are_reassembled_whole(provider):
+    directive = {
+        "preamble": "Checking.",
+        "tool_calls": [
+            {"name": "get_weather", "arguments": {"city": "Paris", "units": "metric"}},
+            {"name": "get_time", "arguments": {"timezone": "Europe/Paris"}},
+        ],
+        # Deltas of both calls alternate: only the index tells them apart.
+        "interleave_tools": True,
+    }
+    events = await collect(provider.stream(ask(directive)))
+
+    calls = [e.call for e in events if isinstance(e, ToolCallRequested)]
+    assert [(c.name, c.arguments) for c in calls] == [
+        ("get_weather", {"city": "Paris", "units": "metric"}),
+        ("get_time", {"timezone": "Europe/Paris"}),
+    ]
+    assert all(c.id.startswith("call_") for c in calls) and len({c.id for c in calls}) == 2
+    assert json.loads(calls[0].arguments_raw) == {"city": "Paris", "units": "metric"}
+    assert text_of(events) == "Checking."
+    assert [type(e) for e in events[-4:]] == [ToolCallRequested, ToolCallRequested, Usage, Finished]
+    assert events[-1] == Finished(reason="tool_calls")
+
+
+async def test_invalid_tool_arguments_keep_the_raw_text(provider):
+    directive = {"tool_calls": [{"name": "search", "arguments": '{"q": "unterminated'}]}
+    events = await collect(provider.stream(ask(directive)))
+
+    (call,) = [e.call for e in events if isinstance(e, ToolCallRequested)]
+    assert call.arguments == {}
+    assert call.arguments_raw == '{"q": "unterminated'
+
+
+async def test_cached_tokens_are_reported(provider):
+    directive = {"usage": {"prompt_tokens": 1200, "cached_tokens": 1024, "reasoning_tokens": 0}}
+    events = await collect(provider.stream(ask(directive)))
+
+    usage = next(e for e in events if isinstance(e, Usage))
+    assert (usage.input_tokens, usage.cached_tokens) == (1200, 1024)
+
+
+async def test_max_tokens_cut_reports_length(provider):
+    events = await collect(provider.stream(ask({"tokens": 10}, max_tokens=3)))
+
+    assert text_of(events) == "tok0 tok1 tok2 "
+    assert events[-1] == Finished(reason="length")
+
+
+# --- What goes upstream -------------------------------------------------------------------------
+
+
+async def test_upstream_body_carries_system_history_tool_results_and_tools(fake):
+    provider = OpenAIProvider(config(fake.base_url, api_key="sk-test-secret"))
+    weather = ToolCall(id="call_1", name="get_weather", arguments={"city": "Paris"})
+    clock = ToolCall(id="call_2", name="get_time", arguments={})
+    request = ChatRequest(
+        model="fake-model",
+        system="You are terse.",
+        messages=(
+            ChatMessage(role="user", content="Weather and time in Paris?"),
+            ChatMessage(
+                role="assistant",
+                content="",
+                reasoning="I should call both tools.",
+                tool_calls=(weather, clock),
+            ),
+            ChatMessage(role="tool", tool_call_id="call_1", content="sunny"),
+            ChatMessage(role="tool", tool_call_id="call_2", content="no clock", is_error=True),
+        ),
+        tools=(
+            ToolSpec(
+                name="get_weather",
+                description="Weather for a city",
+                input_schema={"type": "object", "properties": {"city": {"type": "string"}}},
+            ),
+        ),
+        temperature=0.2,
+    )
+    try:
+        events = await collect(provider.stream(request))
+    finally:
+        await provider.aclose()
+
+    # The fake quotes the tool results it read: proof they arrived as tool messages.
+    assert text_of(events) == "Tool results: get_weather=sunny; get_time=no clock;"
+    (recorded,) = fake.requests()
+    assert recorded["path"] == "/v1/chat/completions"
+    assert recorded["headers"]["authorization"] == "<redacted>"
+    body = recorded["body"]
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["temperature"] == 0.2
+    assert body["messages"] == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Weather and time in Paris?"},
+        {
+            # No reasoning goes back upstream (see build_messages).
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                },
+                {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "no clock"},
+    ]
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+
+
+async def test_list_models_reaches_the_server(provider):
+    assert "fake-model" in await provider.list_models()
+
+
+# --- Errors -------------------------------------------------------------------------------------
+
+
+async def test_rejected_key_gives_a_readable_message_without_the_key(fake):
+    fake.configure(required_api_key="sk-the-right-one")
+    provider = OpenAIProvider(config(fake.base_url, api_key="sk-wrong-but-secret"))
+    try:
+        _, error = await collect_until_error(provider.stream(ask()))
+        with pytest.raises(ProviderError) as listing:
+            await provider.list_models()
+    finally:
+        await provider.aclose()
+
+    assert (error.kind, error.status, error.retryable) == ("auth", 401, False)
+    assert error.message == "The model server rejected the API key (HTTP 401)."
+    assert listing.value.kind == "auth"
+    for text in (error.message, str(error), repr(provider.config)):
+        assert "sk-wrong-but-secret" not in text and "sk-the-right-one" not in text
+
+
+async def test_unknown_model_is_not_found(provider):
+    _, error = await collect_until_error(provider.stream(ask({"fail": {"status": 404}})))
+
+    assert (error.kind, error.retryable) == ("not_found", False)
+    assert error.message == "The model server does not know model 'fake-model' (HTTP 404)."
+
+
+async def test_bad_request_carries_the_servers_message(provider):
+    _, error = await collect_until_error(provider.stream(ask({"no_such_directive": 1})))
+
+    assert (error.kind, error.status, error.retryable) == ("bad_request", 400, False)
+    assert "unknown keys ['no_such_directive']" in error.message
+
+
+@pytest.mark.parametrize(("status", "kind"), [(429, "rate_limited"), (529, "rate_limited"), (503, "server_error")])
+async def test_overload_statuses_are_retryable_with_retry_after(provider, status, kind):
+    directive = {"fail": {"status": status, "retry_after": 1.5}}
+    _, error = await collect_until_error(provider.stream(ask(directive)))
+
+    assert (error.kind, error.status, error.retryable, error.retry_after) == (kind, status, True, 1.5)
+
+
+async def test_server_error_is_retryable(provider):
+    _, error = await collect_until_error(provider.stream(ask({"fail": {"status": 500}})))
+
+    assert (error.kind, error.status, error.retryable) == ("server_error", 500, True)
+
+
+async def test_unreachable_server_is_a_retryable_connection_error():
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    provider = OpenAIProvider(config(f"http://user:pw@127.0.0.1:{port}/v1"))
+    try:
+        _, error = await collect_until_error(provider.stream(ask()))
+    finally:
+        await provider.aclose()
+
+    assert (error.kind, error.retryable) == ("connection", True)
+    # Credentials in the URL are not repeated to the user.
+    assert error.message == f"Cannot reach the model server at http://127.0.0.1:{port}/v1."
+
+
+async def test_connection_dropped_mid_stream_after_some_tokens(provider, fake):
+    seen, error = await collect_until_error(provider.stream(ask({"tokens": 10, "drop_after": 3})))
+
+    assert text_of(seen) == "tok0 tok1 tok2 "
+    assert (error.kind, error.retryable) == ("connection", True)
+    assert "dropped" in error.message
+    assert fake.stats().streams_dropped == 1
+
+
+# --- Timeouts and closing -----------------------------------------------------------------------
+
+
+async def test_a_server_that_never_answers_hits_the_first_token_timeout(fake):
+    timeouts = Timeouts(connect=1.0, first_token=0.3, gap=5.0, total=10.0)
+    provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
+    started = time.monotonic()
+    try:
+        _, error = await collect_until_error(provider.stream(ask({"hang": True})))
+    finally:
+        await provider.aclose()
+
+    assert 0.3 <= time.monotonic() - started < 1.5
+    assert (error.kind, error.retryable) == ("timeout", True)
+    assert error.message == "The model did not start answering within 0.3 s."
+    await fake.await_for(lambda s: s.streams_abandoned == 1, timeout=1.0)
+
+
+async def test_slow_first_token_within_the_limit_is_fine(fake):
+    timeouts = Timeouts(connect=1.0, first_token=1.0, gap=0.2, total=10.0)
+    provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
+    try:
+        # 0.5 s to the first token is longer than the gap timeout, which must not apply yet.
+        events = await collect(provider.stream(ask({"tokens": 3, "ttft_ms": 500})))
+    finally:
+        await provider.aclose()
+
+    assert text_of(events) == "tok0 tok1 tok2 "
+
+
+async def test_a_stream_that_stalls_hits_the_gap_timeout(fake):
+    timeouts = Timeouts(connect=1.0, first_token=5.0, gap=0.3, total=10.0)
+    provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
+    try:
+        seen, error = await collect_until_error(provider.stream(ask({"tokens": 10, "hang_after": 2})))
+    finally:
+        await provider.aclose()
+
+    assert text_of(seen) == "tok0 tok1 "
+    assert (error.kind, error.retryable) == ("timeout", False)
+    assert error.message == "The model stopped answering for more than 0.3 s."
+
+
+async def test_a_stream_that_takes_too_long_hits_the_total_timeout(fake):
+    timeouts = Timeouts(connect=1.0, first_token=5.0, gap=5.0, total=0.4)
+    provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
+    try:
+        seen, error = await collect_until_error(provider.stream(ask({"tokens": 50, "gap_ms": 50})))
+    finally:
+        await provider.aclose()
+
+    assert 0 < len(seen) < 50
+    assert (error.kind, error.retryable) == ("timeout", False)
+    assert error.message == "The answer took longer than 0.4 s."
+
+
+async def test_closing_the_generator_closes_the_upstream_stream(provider, fake):
+    stream = provider.stream(ask({"tokens": 100, "gap_ms": 50}))
+    first = await anext(stream)
+    second = await anext(stream)
+    assert text_of([first, second]) == "tok0 tok1 "
+
+    await stream.aclose()
+
+    stats = await fake.await_for(lambda s: s.streams_abandoned == 1, timeout=1.0)
+    assert stats.streams_completed == 0 and stats.active_streams == 0
+
+
+async def test_cancelling_the_consumer_closes_the_upstream_stream(provider, fake):
+    async def consume() -> None:
+        async for _ in provider.stream(ask({"tokens": 100, "gap_ms": 50})):
+            pass
+
+    task = asyncio.create_task(consume())
+    await fake.await_for(lambda s: s.tokens_sent >= 2, timeout=1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    await fake.await_for(lambda s: s.streams_abandoned == 1, timeout=1.0)
+
+
+async def test_one_pooled_client_serves_concurrent_streams(provider, fake):
+    results = await asyncio.gather(*(collect(provider.stream(ask({"tokens": 5}, text=f"q{i}"))) for i in range(10)))
+
+    assert all(text_of(events) == "tok0 tok1 tok2 tok3 tok4 " for events in results)
+    assert fake.stats().streams_completed == 10
+
+
+async def test_a_finished_stream_returns_its_connection_to_the_pool(provider):
+    for question in ("one", "two", "three"):
+        await collect(provider.stream(ask({"tokens": 3}, text=question)))
+
+    # httpx internals, the only place this shows: one kept-alive connection served all three.
+    (connection,) = provider._client._transport._pool.connections
+    assert "Request Count: 3" in repr(connection)
+
+
+async def test_get_provider_shares_one_provider_per_config_name(fake):
+    first = get_provider(config(fake.base_url))
+    assert get_provider(config(fake.base_url)) is first
+    separate = make_provider(config(fake.base_url, kind="anthropic"))
+    assert isinstance(separate, AnthropicProvider)
+    await separate.aclose()
+    changed = get_provider(config(fake.base_url, api_key="new-key"))
+    assert changed is not first and changed.config.api_key == "new-key"
+
+    await close_all()
+
+    assert first._client.is_closed and changed._client.is_closed
+    assert get_provider(config(fake.base_url)) is not changed
+
+
+def test_retry_after_is_read_as_seconds_or_as_an_http_date():
+    in_30_s = email.utils.formatdate(time.time() + 30, usegmt=True)
+
+    assert parse_retry_after(httpx.Headers({"retry-after": "2.5"})) == 2.5
+    assert parse_retry_after(httpx.Headers({"retry-after": in_30_s})) == pytest.approx(30, abs=2)
+    assert parse_retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": "250", "retry-after": "1"})) == 0.25
+    assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None

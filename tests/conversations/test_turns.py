@@ -1,0 +1,127 @@
+"""Turns under faults: what the user sees when the model server misbehaves."""
+
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from agents.models import Agent
+from conversations.models import Message
+from tests.conversations.ws import connect, finished, send, text_of, until
+from tests.factories import make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def directive(**kw) -> str:
+    return "fake: " + json.dumps(kw)
+
+
+async def run(text: str, **frame) -> tuple[dict, list[dict], Message]:
+    comm = await connect(await sync_to_async(make_user)())
+    await send(comm, {"type": "send", "conversation": None, "text": text, **frame})
+    ack, _ = await until(comm, lambda f: f["type"] == "ack")
+    done, frames = await until(comm, finished, timeout=20)
+    await comm.disconnect()
+    return done["event"]["message"], frames, await Message.objects.aget(
+        pk=ack["assistant_message"]["id"])
+
+
+def statuses(frames: list[dict]) -> list[str]:
+    return [f["event"]["detail"] for f in frames
+            if f["type"] == "turn" and f["event"]["kind"] == "status"]
+
+
+async def test_rate_limited_then_answered_after_retry_after(fake_llm):
+    shown, frames, stored = await run(directive(tokens=3, fail={"status": 429, "times": 2,
+                                                                "retry_after": 0.1}))
+    assert (stored.status, stored.content) == ("complete", "tok0 tok1 tok2 ")
+    assert len(statuses(frames)) == 2 and all("Retrying" in s for s in statuses(frames))
+    assert fake_llm.stats().by_status == {429: 2, 200: 1}
+
+
+async def test_server_error_then_success(fake_llm):
+    _, _, stored = await run(directive(tokens=2, fail={"status": 500, "times": 1}))
+    assert (stored.status, stored.content) == ("complete", "tok0 tok1 ")
+
+
+async def test_failing_model_falls_back_and_the_message_records_who_answered(fake_llm, settings):
+    settings.LLM_MAX_RETRIES = 1
+    settings.LLM_FALLBACK_MODELS = ["fake-model-2"]
+    # Only the main model fails, for ever; the fallback model answers.
+    text = directive(tokens=2, fail={"status": 500, "models": ["fake-model"]})
+    shown, frames, stored = await run(text)
+    assert fake_llm.stats().by_status[500] == 2  # one try and one retry on the main model
+    assert (stored.status, stored.model, stored.content) == ("complete", "fake-model-2",
+                                                            "tok0 tok1 ")
+    assert any("Trying fake-model-2 instead" in s for s in statuses(frames))
+
+
+async def test_a_rejected_api_key_is_not_retried_and_says_so(fake_llm, settings):
+    fake_llm.configure(required_api_key="right-key")
+    settings.LLM_API_KEY = "wrong-key-123"
+    shown, _, stored = await run(directive(tokens=2))
+    assert stored.status == "failed"
+    assert "rejected the API key" in stored.error
+    assert "wrong-key-123" not in stored.error and "wrong-key-123" not in json.dumps(shown)
+    assert fake_llm.stats().requests == 1
+
+
+async def test_a_drop_mid_stream_keeps_the_partial_text_as_failed(fake_llm):
+    shown, frames, stored = await run(directive(tokens=10, drop_after=4))
+    assert stored.status == "failed"
+    assert stored.content == "tok0 tok1 tok2 tok3 " == text_of(frames)
+    assert stored.error
+    assert fake_llm.stats().requests == 1  # not retried after the first token
+
+
+async def test_no_answer_hits_the_first_token_timeout(fake_llm, settings):
+    settings.LLM_FIRST_TOKEN_TIMEOUT = 0.3
+    settings.LLM_MAX_RETRIES = 0
+    shown, _, stored = await run(directive(hang=True))
+    assert stored.status == "failed"
+    assert stored.error == "The model did not start answering within 0.3 s."
+
+
+async def test_an_unreachable_model_server_is_named_plainly(fake_llm, settings):
+    settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"
+    settings.LLM_MAX_RETRIES = 0
+    shown, _, stored = await run("hello")
+    assert stored.status == "failed"
+    assert "Cannot reach the model server at http://127.0.0.1:9/v1" in stored.error
+    assert shown["error"] == stored.error
+
+
+async def test_turns_beyond_the_concurrency_limit_wait_and_say_so(fake_llm, settings):
+    settings.LLM_MAX_CONCURRENCY = 1
+    user = await sync_to_async(make_user)()
+    first, second = await connect(user), await connect(user)
+    await send(first, {"type": "send", "conversation": None,
+                       "text": directive(tokens=10, gap_ms=20)})
+    await until(first, lambda f: f["type"] == "turn" and f["event"]["kind"] == "text")
+    await send(second, {"type": "send", "conversation": None, "text": directive(tokens=2)})
+    _, frames = await until(second, finished, timeout=20)
+    assert any("Waiting for a free slot" in s for s in statuses(frames))
+    assert text_of(frames) == "tok0 tok1 "
+    await until(first, finished)
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_an_agent_from_the_admin_answers_with_its_model_and_prompt(fake_llm):
+    agent = await Agent.objects.acreate(name="Helper", slug="helper", model="gpt-oss-120b",
+                                        system_prompt="Be brief.")
+    shown, _, stored = await run(directive(tokens=1), agent=agent.pk)
+    assert stored.model == "gpt-oss-120b"
+    body = fake_llm.requests()[-1]["body"]
+    assert body["model"] == "gpt-oss-120b"
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+async def test_reasoning_is_streamed_and_stored_with_its_duration(fake_llm):
+    shown, frames, stored = await run(directive(reasoning=5, tokens=2))
+    reasoning = "".join(f["event"]["text"] for f in frames
+                        if f["type"] == "turn" and f["event"]["kind"] == "reasoning")
+    assert reasoning and stored.reasoning == reasoning
+    assert stored.reasoning_ms is not None
+    assert stored.content == "tok0 tok1 "
