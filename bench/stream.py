@@ -605,6 +605,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ws-client", choices=("raw", "websockets"), default="raw",
                    help="raw: bench/rawclients.py (cheap); websockets: the websockets package")
     p.add_argument("--direct-client", choices=("raw", "httpx"), default="raw")
+    p.add_argument("--patch", action="append", default=[],
+                   choices=("dispatch", "sqlite-persistent", "layer", "switch"),
+                   help="what-if backend change from bench/patches (repeatable); none by default")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment for Daphne, e.g. TURN_FLUSH_INTERVAL=5")
     p.add_argument("--settings", default="bench.settings_bench",
                    help="DJANGO_SETTINGS_MODULE for Daphne (experiments; must include "
                         "bench.countwrites)")
@@ -703,10 +708,13 @@ def _run(args, procs: Processes, tmp: Path) -> int:
     daphne = procs.start(
         [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
         env={**env, "DJANGO_SETTINGS_MODULE": args.settings,
-             "BENCH_WRITES_FILE": str(writes_file)},
+             "BENCH_WRITES_FILE": str(writes_file), "BENCH_PATCH": ",".join(args.patch),
+             **dict(item.split("=", 1) for item in args.env)},
         log=daphne_log)
     wait_http(f"http://127.0.0.1:{port}/login/", daphne, daphne_log)
-    print(f"daphne 127.0.0.1:{port} (pid {daphne.pid}); {len(sessions)} users", flush=True)
+    print(f"daphne 127.0.0.1:{port} (pid {daphne.pid}); {len(sessions)} users"
+          + (f"; WHAT-IF patches: {', '.join(args.patch)}" if args.patch else "")
+          + (f"; env {' '.join(args.env)}" if args.env else ""), flush=True)
 
     profile_out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-daphne.pyspy.txt"
     spy_holder: list[subprocess.Popen] = []

@@ -215,6 +215,8 @@ LLM_CONNECT_TIMEOUT = env.number("LLM_CONNECT_TIMEOUT", 10.0, minimum=0.01)
 LLM_FIRST_TOKEN_TIMEOUT = env.number("LLM_FIRST_TOKEN_TIMEOUT", 120.0, minimum=0.01)
 LLM_GAP_TIMEOUT = env.number("LLM_GAP_TIMEOUT", 60.0, minimum=0.01)
 LLM_TOTAL_TIMEOUT = env.number("LLM_TOTAL_TIMEOUT", 900.0, minimum=0.01)
+# Ask the model for a short title after a conversation's first exchange.
+GENERATE_TITLES = env.flag("GENERATE_TITLES", default=True)
 SYSTEM_PROMPT = env.text("SYSTEM_PROMPT", "You are a helpful assistant.")
 
 # How often a streaming answer is written to the database (seconds). Also the turn's heartbeat:

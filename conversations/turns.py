@@ -42,6 +42,7 @@ from conversations import actions
 from conversations.history import upstream_history
 from conversations.models import Message
 from conversations.selectors import branch
+from conversations.titles import generate_title
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +180,12 @@ class Turn:
             finally:
                 control.turns.pop(self.conversation_id, None)
                 await layer.group_discard(control_group(self.conversation_id), control.channel)
+        if (self.status == Message.Status.COMPLETE and settings.GENERATE_TITLES
+                and len(self.history) == 1):
+            # After the first exchange; the turn is over, so a slow title delays nothing.
+            await generate_title(
+                conversation_id=self.conversation_id, user_id=self.user_id, spec=self.spec,
+                history=self.history, answer="".join(self.text))
 
     async def _stream(self) -> None:
         targets = [Target(provider=get_provider(config), model=model)

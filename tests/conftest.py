@@ -29,4 +29,6 @@ def fake_llm(fake_llm_server, settings):
     settings.LLM_MODEL = "fake-model"
     settings.LLM_API_KEY = ""
     settings.LLM_FALLBACK_MODELS = []
+    # Titles cost a second request per conversation; tests of titles turn them on.
+    settings.GENERATE_TITLES = False
     return fake_llm_server

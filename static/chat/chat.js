@@ -665,7 +665,9 @@ function updateActions(view, m) {
 }
 
 async function copyWithFeedback(button, text) {
+  console.log("copy!", text.length);
   const ok = await copyText(text);
+  console.log("copied", ok);
   const old = button.textContent;
   button.textContent = ok ? "Copied" : "Copy failed";
   announce(ok ? "Copied to the clipboard." : "Could not copy.");

@@ -125,3 +125,27 @@ async def test_reasoning_is_streamed_and_stored_with_its_duration(fake_llm):
     assert reasoning and stored.reasoning == reasoning
     assert stored.reasoning_ms is not None
     assert stored.content == "tok0 tok1 "
+
+
+async def test_the_first_exchange_gets_a_short_plain_title(fake_llm, settings):
+    settings.GENERATE_TITLES = True
+    user = await sync_to_async(make_user)()
+    comm = await connect(user)
+    await send(comm, {"type": "send", "conversation": None, "text": directive(tokens=3)})
+    ack, _ = await until(comm, lambda f: f["type"] == "ack")
+    await until(comm, finished)
+    changed, _ = await until(comm, lambda f: f["type"] == "conversations_changed")
+    assert changed["conversation"] == ack["conversation"]["id"]
+    from conversations.models import Conversation
+    conversation = await Conversation.objects.aget(pk=ack["conversation"]["id"])
+    # The fake answers the title request with its default 8 tokens.
+    assert conversation.title == "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"
+    last = fake_llm.requests()[-1]["body"]
+    assert "title" in last["messages"][-1]["content"]
+    await comm.disconnect()
+
+
+def test_titles_are_cleaned_to_plain_short_text():
+    from conversations.titles import clean_title
+    assert clean_title('  "**Planning** the <b>Q3</b> `budget`."  ') == "Planning the Q3 budget"
+    assert len(clean_title("word " * 100)) <= 80
