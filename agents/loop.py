@@ -68,7 +68,8 @@ async def run_turn(
     targets_arg = [(t.provider, t.model) for t in targets]
     for round_no in range(max_rounds):
         # On the last round tools are withheld, so the model has to answer in text.
-        specs = tuple(tools.specs()) if round_no < max_rounds - 1 else ()
+        last_round = round_no == max_rounds - 1
+        specs = () if last_round else tuple(tools.specs())
         request = ChatRequest(
             model=targets[0].model, messages=tuple(messages), system=system, tools=specs,
             max_tokens=max_tokens,
@@ -102,9 +103,18 @@ async def run_turn(
             yield ToolCallStarted(
                 call=call, round=round_no, text_offset=text_offset, server=tools.server_of(call.name)
             )
-        results = await asyncio.gather(
-            *(_call_tool(tools, call, before_tool_call) for call in current.calls)
-        )
+        if last_round:
+            # The model asked for tools on the round that offered none (the bound is reached):
+            # record the calls as not run, and end the turn with what it has.
+            refusal = ToolResult(
+                content=f"Not run: this answer reached its limit of {max_rounds} model rounds.",
+                is_error=True,
+            )
+            results = [(refusal, 0)] * len(current.calls)
+        else:
+            results = await asyncio.gather(
+                *(_call_tool(tools, call, before_tool_call) for call in current.calls)
+            )
         for call, (result, duration_ms) in zip(current.calls, results, strict=True):
             yield ToolCallFinished(
                 call_id=call.id, result=result.content, is_error=result.is_error,
@@ -114,6 +124,8 @@ async def run_turn(
                 ChatMessage(role="tool", content=result.content, tool_call_id=call.id,
                             is_error=result.is_error)
             )
+        if last_round:
+            return
 
 
 async def _call_tool(

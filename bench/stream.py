@@ -727,7 +727,7 @@ def _run(args, procs: Processes, tmp: Path) -> int:
         RESULTS.mkdir(parents=True, exist_ok=True)
         spy_holder.append(procs.start(
             [spy, "record", "--pid", str(daphne.pid), "--duration", str(int(seconds)),
-             "--rate", "200", "--format", "raw", "--nonblocking", "--output", str(profile_out)],
+             "--rate", "200", "--gil", "--format", "raw", "--nonblocking", "--output", str(profile_out)],
             env=env, log=tmp / "py-spy.log"))
 
     def phase(name: str, concurrency: int, tokens: int, duration: float, ramp: float) -> Phase:

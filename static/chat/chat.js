@@ -242,6 +242,7 @@ function onConversation(frame) {
     if (m.status === "pending" || m.status === "streaming") state.streamingId = m.id;
   }
   for (const id of state.order) renderMessage(id);
+  setTitle(frame.conversation.title);
   renderPending();
   updateComposer();
   scrollToEnd(true);
@@ -256,9 +257,10 @@ function onAck(frame) {
   }
   const id = frame.conversation.id;
   if (!state.conversationId && (sent || frame.client_key === null)) {
-    // The first message of a new conversation: it now has an address.
+    // The first message of a new conversation: it now has an address (which replaces the
+    // empty page's in the history: Back goes to the conversation before).
     state.conversationId = id;
-    history.pushState({ conversation: id }, "", `/c/${id}/`);
+    history.replaceState({ conversation: id }, "", `/c/${id}/`);
     setTitle(frame.conversation.title);
     sidebar.setCurrent(id);
   }
@@ -295,6 +297,7 @@ function onAck(frame) {
     renderMessage(m.id);
   }
   state.streamingId = reply.id;
+  if (!state.title) setTitle("");
   updateComposer();
   scrollToEnd(true);
 }
@@ -401,10 +404,18 @@ function onError(frame) {
 
 // --- rendering ---------------------------------------------------------------------------------
 
+function firstLine(text) {
+  const line = (text || "").split("\n").find((l) => l.trim()) || "";
+  return line.length > 80 ? `${line.slice(0, 80)}…` : line;
+}
+
+// Until the model has named the conversation, its first question stands in for the title.
 function setTitle(title) {
   state.title = title || "";
-  titleEl.textContent = state.conversationId ? (state.title || "New conversation") : "New chat";
-  document.title = state.title ? `${state.title} · Chat` : "Chat";
+  const first = state.order.map((id) => state.messages.get(id)).find((m) => m && m.role === "user");
+  const shown = state.title || (first && firstLine(first.content)) || "New conversation";
+  titleEl.textContent = state.conversationId ? shown : "New chat";
+  document.title = state.conversationId ? `${shown} · Chat` : "Chat";
 }
 
 function clearTranscript() {
@@ -665,9 +676,7 @@ function updateActions(view, m) {
 }
 
 async function copyWithFeedback(button, text) {
-  console.log("copy!", text.length);
   const ok = await copyText(text);
-  console.log("copied", ok);
   const old = button.textContent;
   button.textContent = ok ? "Copied" : "Copy failed";
   announce(ok ? "Copied to the clipboard." : "Could not copy.");
@@ -679,7 +688,7 @@ transcript.addEventListener("click", (e) => {
   const button = e.target.closest("button.copy-code");
   if (!button) return;
   const code = button.closest(".code-block")?.querySelector("code");
-  if (code) copyWithFeedback(button, code.textContent);
+  if (code) copyWithFeedback(button, code.textContent.replace(/\n$/, ""));
 });
 
 // Pending (unconfirmed) messages of this conversation, after the transcript.

@@ -122,14 +122,11 @@ def test_a_highlighted_code_block_with_a_copy_button(chat):
     expect(block.locator("code.hljs.language-javascript .hljs-keyword").first).to_have_text("const")
     expect(block.locator(".hljs-title.function_")).to_have_text("double")
     expect(block.locator("code")).to_have_text(code + "\n")
-    copy = block.get_by_role("button", name="Copy")
-    print(chat.evaluate("(async () => { const t0 = Date.now(); try { await Promise.race([navigator.clipboard.writeText('x'), new Promise((_, r) => setTimeout(() => r(new Error('timeout')), 2000))]); return 'ok ' + (Date.now()-t0); } catch (e) { return 'err ' + e; } })()"))
-    print(chat.evaluate("""(() => { const b = document.querySelector('#transcript button.copy-code'); const log = []; document.addEventListener('click', e => log.push('doc ' + e.target.outerHTML.slice(0,60)), true); b.click(); return [b.isConnected, log, b.closest('#transcript') !== null]; })()"""))
+    expect(block.get_by_role("button", name="Copy")).to_be_visible()
+    copy = block.locator("button.copy-code")
     copy.click()
-    chat.wait_for_timeout(200)
-    print(copy.inner_text(), chat.watcher.console, chat.watcher.errors)
     expect(copy).to_have_text("Copied")
-    assert chat.evaluate("navigator.clipboard.readText()") == code + "\n"
+    assert chat.evaluate("navigator.clipboard.readText()") == code
     expect(copy).to_have_text("Copy", timeout=3000)
     # Inline code is not a block.
     expect(last_answer(chat).locator("p code")).to_have_text("inline")

@@ -149,3 +149,36 @@ def test_titles_are_cleaned_to_plain_short_text():
     from conversations.titles import clean_title
     assert clean_title('  "**Planning** the <b>Q3</b> `budget`."  ') == "Planning the Q3 budget"
     assert len(clean_title("word " * 100)) <= 80
+
+
+async def test_streaming_and_tool_calls_work_together_and_land_in_the_ledger(fake_llm):
+    from conversations.models import ToolCall
+    comm = await connect(await sync_to_async(make_user)())
+    text = directive(preamble="Let me check. ", tool_calls=[
+        {"name": "lookup", "arguments": {"q": "a"}}, {"name": "lookup", "arguments": {"q": "b"}}])
+    await send(comm, {"type": "send", "conversation": None, "text": text})
+    ack, _ = await until(comm, lambda f: f["type"] == "ack")
+    done, frames = await until(comm, finished)
+    kinds = [f["event"]["kind"] for f in frames if f["type"] == "turn"]
+    assert kinds.count("tool_call_started") == 2 and kinds.count("tool_call_finished") == 2
+    assert kinds.index("tool_call_finished") > kinds.index("tool_call_started")
+    streamed = text_of(frames)
+    assert streamed.startswith("Let me check. Tool results:")
+    calls = [c async for c in ToolCall.objects.filter(
+        message_id=ack["assistant_message"]["id"]).order_by("id")]
+    assert [(c.tool_name, c.arguments, c.status, c.is_error) for c in calls] == [
+        ("lookup", {"q": "a"}, "failed", True), ("lookup", {"q": "b"}, "failed", True)]
+    assert all(c.text_offset == len("Let me check. ") for c in calls)
+    assert done["event"]["message"]["tool_calls"][0]["result"] == "Unknown tool: lookup"
+
+    # The next turn's history carries the calls and their results in the provider's form.
+    await send(comm, {"type": "send", "conversation": ack["conversation"]["id"],
+                      "text": directive(tokens=1)})
+    await until(comm, finished)
+    upstream = fake_llm.requests()[-1]["body"]["messages"]
+    assert [m["role"] for m in upstream] == [
+        "system", "user", "assistant", "tool", "tool", "assistant", "user"]
+    assert upstream[2]["content"] == "Let me check. "
+    assert [c["function"]["name"] for c in upstream[2]["tool_calls"]] == ["lookup", "lookup"]
+    assert upstream[5]["content"] == streamed[len("Let me check. "):]
+    await comm.disconnect()
