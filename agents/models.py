@@ -5,9 +5,19 @@ Until an admin adds rows here, the default provider and agent come from the envi
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from agents.fields import EncryptedTextField
+
+
+def validate_server_url(value: str) -> None:
+    # Not URLField: intranet hosts such as http://vllm:8000/v1 have no dot in their name.
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValidationError("Enter an http:// or https:// URL with a host name.")
 
 
 class ModelServer(models.Model):
@@ -17,7 +27,10 @@ class ModelServer(models.Model):
 
     name = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.OPENAI)
-    base_url = models.URLField(max_length=500, help_text="For example http://vllm:8000/v1")
+    base_url = models.CharField(
+        max_length=500, validators=[validate_server_url],
+        help_text="For example http://vllm:8000/v1",
+    )
     # Encrypted at rest; never rendered back in the admin or sent to a browser.
     api_key = EncryptedTextField(blank=True, default="")
     max_concurrency = models.PositiveIntegerField(

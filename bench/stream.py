@@ -667,6 +667,18 @@ def _interrupted(signum, frame):
     raise KeyboardInterrupt  # so `finally` kills the subprocesses
 
 
+def machine_speed_us() -> float:
+    """CPU microseconds for sum(range(1000)) in this interpreter (best of 5): compare runs across
+    machines with it (about 6-8 us on a current desktop core)."""
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(2000):
+            sum(range(1000))
+        best = min(best, (time.process_time() - start) / 2000 * 1e6)
+    return best
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     procs = Processes()
@@ -735,7 +747,8 @@ def _run(args, procs: Processes, tmp: Path) -> int:
                      ttft_ms=args.ttft_ms, ramp=ramp, duration=duration)
 
     n, tokens = args.turns_concurrent, args.tokens
-    results: dict = {"args": vars(args), "targets": TARGETS, "started": time.time()}
+    results: dict = {"args": vars(args), "targets": TARGETS, "started": time.time(),
+                     "machine_speed_us": machine_speed_us(), "cpus": os.cpu_count()}
     phases: dict[str, Phase] = {}
 
     async def run_all() -> None:
@@ -873,7 +886,8 @@ def print_report(r: dict, out: Path) -> None:
         s = r["cpu_split"]
         print(f"daphne CPU split (server+short windows): {s['fixed_ms_per_turn']:.2f} ms per turn "
               f"+ {s['marginal_ms_per_1000_tokens']:.1f} ms per 1,000 tokens")
-    print(f"daphne peak RSS (VmHWM): {r['daphne_peak_rss_mb']:.0f} MB")
+    print(f"daphne peak RSS (VmHWM): {r['daphne_peak_rss_mb']:.0f} MB; machine speed: "
+          f"sum(range(1000)) = {r['machine_speed_us']:.1f} us CPU (current desktop: ~7)")
     w = r.get("db_writes", {}).get("by_table", {})
     turns = sum(r[p]["turns_started"] for p in ("server", "short") if p in r)
     if w and turns:

@@ -12,6 +12,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(async_fixtures, "chatsite-async-fixtures")
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The real hasher costs about half a second per user made; tests make many.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session")
 def fake_llm_server():
     """The fake OpenAI-compatible model server, one per test session."""

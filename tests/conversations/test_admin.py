@@ -1,0 +1,95 @@
+"""The audit views in the admin: readable by staff, never editable there."""
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from agents.models import ModelServer
+from conversations.models import Conversation, Message, ToolCall
+from tests.factories import make_conversation, make_message, make_tool_call, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def auditor(client):
+    user = make_user(is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(
+        codename__in=["view_conversation", "view_message", "view_toolcall"]))
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def record():
+    owner = make_user(username="alice")
+    conversation = make_conversation(owner=owner, title="Quarterly numbers")
+    question = make_message(conversation=conversation, content="What were Q3 sales?")
+    answer = make_message(conversation=conversation, role="assistant", parent=question,
+                          content="Let me look.", model="gpt-oss-120b", input_tokens=12,
+                          output_tokens=40)
+    call = make_tool_call(message=answer, tool_name="sales_report", server="erp",
+                          arguments={"quarter": "Q3"}, result="1.2M", status="complete")
+    return conversation, answer, call
+
+
+def test_staff_read_the_audit_lists_with_filters_and_search(auditor, record):
+    conversation, answer, call = record
+    page = auditor.get("/admin/conversations/message/?q=Q3+sales")
+    assert page.status_code == 200
+    assert "What were Q3 sales?" in page.text and "Let me look." not in page.text
+    for url in ("/admin/conversations/message/?status__exact=complete&model=gpt-oss-120b",
+                "/admin/conversations/toolcall/?tool_name=sales_report",
+                f"/admin/conversations/conversation/?owner__id__exact={conversation.owner_id}"):
+        response = auditor.get(url)
+        assert response.status_code == 200, url
+    assert "sales_report" in auditor.get("/admin/conversations/toolcall/").text
+    assert "Quarterly numbers" in auditor.get("/admin/conversations/conversation/").text
+
+
+def test_a_messages_tool_calls_are_shown_under_it(auditor, record):
+    _, answer, call = record
+    page = auditor.get(f"/admin/conversations/message/{answer.pk}/change/")
+    assert page.status_code == 200
+    assert "sales_report" in page.text and "1.2M" in page.text and "erp" in page.text
+
+
+def test_staff_cannot_add_change_or_delete_the_record(auditor, record):
+    conversation, answer, call = record
+    assert auditor.get("/admin/conversations/message/add/").status_code == 403
+    response = auditor.post(f"/admin/conversations/message/{answer.pk}/change/",
+                            {"content": "rewritten"})
+    assert response.status_code == 403
+    assert auditor.post(f"/admin/conversations/message/{answer.pk}/delete/",
+                        {"post": "yes"}).status_code == 403
+    answer.refresh_from_db()
+    assert answer.content == "Let me look."
+
+
+def test_even_superusers_cannot_rewrite_the_record(client, record):
+    _, answer, _ = record
+    client.force_login(make_user(is_staff=True, is_superuser=True))
+    page = client.get(f"/admin/conversations/message/{answer.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="content"' not in page.text  # shown, not editable
+
+
+def test_a_model_server_api_key_is_write_only(client):
+    client.force_login(make_user(is_staff=True, is_superuser=True))
+    response = client.post("/admin/agents/modelserver/add/", {
+        "name": "vllm", "kind": "openai", "base_url": "http://vllm:8000/v1",
+        "api_key": "sk-secret-123", "max_concurrency": 8, "first_token_timeout": 60})
+    assert response.status_code == 302
+    server = ModelServer.objects.get(name="vllm")
+    assert server.api_key == "sk-secret-123"
+    from django.db import connection
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT api_key FROM agents_modelserver WHERE id = %s", [server.pk])
+        assert "sk-secret-123" not in cursor.fetchone()[0]  # encrypted at rest
+    page = client.get(f"/admin/agents/modelserver/{server.pk}/change/")
+    assert "sk-secret-123" not in page.text
+    # Saving without typing a key keeps the stored one.
+    client.post(f"/admin/agents/modelserver/{server.pk}/change/", {
+        "name": "vllm", "kind": "openai", "base_url": "http://vllm:8000/v1", "api_key": "",
+        "max_concurrency": 8, "first_token_timeout": 60})
+    server.refresh_from_db()
+    assert server.api_key == "sk-secret-123"
