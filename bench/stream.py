@@ -194,6 +194,7 @@ class Phase:
         return f"bench {self.name} w{worker} t{number}\nfake: {self.directive()}"
 
     async def run(self, workers, *, pids: dict[str, int], profile=None) -> None:
+        self.fake_stats_before = await fake_stats()
         self.schedule()
         sampler = asyncio.create_task(self._sample(pids, profile))
         try:
@@ -201,6 +202,7 @@ class Phase:
         finally:
             if not sampler.done():
                 sampler.cancel()
+        self.fake_stats_after = await fake_stats()
 
     async def _sample(self, pids: dict[str, int], profile) -> None:
         for mark, at in (("start", self.window_start), ("end", self.window_end)):
@@ -212,6 +214,16 @@ class Phase:
             self.samples[mark] = sample
             if mark == "start" and profile is not None:
                 profile(self.duration)
+
+
+FAKE_URL: list[str] = []
+
+
+async def fake_stats() -> dict:
+    if not FAKE_URL:
+        return {}
+    async with httpx.AsyncClient() as client:
+        return (await client.get(FAKE_URL[0] + "/_fake/stats", timeout=10)).json()
 
 
 def _self_cpu() -> float:
@@ -499,6 +511,9 @@ def analyse(phase: Phase, pids: dict[str, int]) -> dict:
             duplicated += len(got) - len(set(got))
             corrupt += 1
     tokens_in_window = sum(1 for t in phase.turns for x in t.times if ws <= x < we)
+    before, after = getattr(phase, "fake_stats_before", {}), getattr(phase, "fake_stats_after", {})
+    upstream = {k: after.get(k, 0) - before.get(k, 0)
+                for k in ("requests", "streams_completed", "streams_abandoned", "tokens_sent")}
     result = {
         "phase": phase.name, "concurrency": phase.concurrency, "tokens": phase.tokens,
         "gap_ms": phase.gap_ms, "ttft_ms": phase.ttft_ms, "ramp_s": phase.ramp,
@@ -512,6 +527,9 @@ def analyse(phase: Phase, pids: dict[str, int]) -> dict:
         "tokens_per_s": tokens_in_window / elapsed,
         "tokens_lost": lost, "tokens_duplicated": duplicated, "turns_with_wrong_text": corrupt,
         "seq_gaps": seq_gaps,
+        # Upstream requests per turn: 1 + title requests (new conversations) + retries.
+        "upstream": upstream,
+        "upstream_requests_per_turn": upstream["requests"] / max(1, len(phase.turns)),
         "ttft_ms": dist(ttft), "gap_ms": dist(gaps),
         "client_cpu_pct": 100 * (end["self"] - start["self"]) / elapsed,
         "machine_busy_pct": 100 * (end["system"][0] - start["system"][0])
@@ -629,7 +647,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def start_fake(procs: Processes, env: dict, tmp: Path, args) -> tuple[subprocess.Popen, str]:
     proc = procs.start(
         [str(BIN / "python"), "-m", "fakellm", "--port", "0", "--ttft-ms", str(args.ttft_ms),
-         "--gap-ms", str(args.gap_ms), "--tokens", str(args.tokens), "--log-level", "warning"],
+         # Requests without a directive (conversation titles) get a title-sized answer.
+         "--gap-ms", str(args.gap_ms), "--tokens", "8", "--log-level", "warning"],
         env=env, log=tmp / "fakellm.log", stdout=subprocess.PIPE)
     ready, _, _ = select.select([proc.stdout], [], [], 20)
     line = proc.stdout.readline().decode() if ready else ""
@@ -665,6 +684,15 @@ def read_writes(path: Path) -> dict:
 
 def _interrupted(signum, frame):
     raise KeyboardInterrupt  # so `finally` kills the subprocesses
+
+
+def git_state() -> dict:
+    """The code measured: HEAD and the files changed in the working tree (others edit it)."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"head": git("rev-parse", "--short", "HEAD"),
+            "dirty": [line[3:] for line in git("status", "--porcelain").splitlines()
+                      if not line[3:].startswith("bench/")]}
 
 
 def machine_speed_us() -> float:
@@ -704,6 +732,7 @@ def _run(args, procs: Processes, tmp: Path) -> int:
     })
     fake, base_url = start_fake(procs, env, tmp, args)
     env["LLM_BASE_URL"] = base_url
+    FAKE_URL.append(base_url.removesuffix("/v1"))
     print(f"fake LLM {base_url} (pid {fake.pid}); temp dir {tmp}", flush=True)
 
     django_env = {**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"}
@@ -748,7 +777,8 @@ def _run(args, procs: Processes, tmp: Path) -> int:
 
     n, tokens = args.turns_concurrent, args.tokens
     results: dict = {"args": vars(args), "targets": TARGETS, "started": time.time(),
-                     "machine_speed_us": machine_speed_us(), "cpus": os.cpu_count()}
+                     "machine_speed_us": machine_speed_us(), "cpus": os.cpu_count(),
+                     "git": git_state()}
     phases: dict[str, Phase] = {}
 
     async def run_all() -> None:
@@ -875,6 +905,7 @@ def print_report(r: dict, out: Path) -> None:
         ("fake / client CPU %", lambda x: f"{x['fake_cpu_pct']:.0f}/{x['client_cpu_pct']:.0f}"),
         ("machine busy % (all cores=100)", lambda x: f(x["machine_busy_pct"], "{:.0f}")),
         ("other processes CPU % (1 core=100)", lambda x: f(x["other_cpu_pct"], "{:.0f}")),
+        ("upstream requests per turn", lambda x: f(x.get("upstream_requests_per_turn"), "{:.2f}")),
         ("writes/assistant msg mean/max", lambda x: (
             f"{x['db_writes_per_assistant_message']['mean']:.2f}/"
             f"{x['db_writes_per_assistant_message']['max']}"
@@ -905,7 +936,10 @@ def print_report(r: dict, out: Path) -> None:
               "top self time:")
         for frame, pct in r["profile"]["self"][:15]:
             print(f"  {pct:5.1f} %  {frame}")
-    print(f"\nfull results: {out}")
+    g = r["git"]
+    print(f"\ncode measured: {g['head']}" + (f" + uncommitted changes in {', '.join(g['dirty'])}"
+                                            if g["dirty"] else ""))
+    print(f"full results: {out}")
 
 
 if __name__ == "__main__":

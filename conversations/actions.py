@@ -175,9 +175,15 @@ def do_flush_message(
 def do_finish_message(
     *, message_id: int, content: str, reasoning: str, reasoning_signature: str,
     reasoning_ms: int | None, status: str, error: str, last_seq: int, model: str,
-    first_token_at: datetime | None, usage: dict[str, int],
+    first_token_at: datetime | None, usage: dict[str, int], cancel_running_tools: bool = False,
 ) -> None:
     now = timezone.now()
+    if cancel_running_tools:
+        # Calls still running when the turn ended (stopped, failed, interrupted) never finish.
+        ToolCall.objects.filter(message_id=message_id, finished_at__isnull=True).update(
+            status=ToolCall.Status.CANCELLED, is_error=True, finished_at=now,
+            result="Cancelled: the answer ended before the tool finished.",
+        )
     Message.objects.filter(pk=message_id).update(
         content=content, reasoning=reasoning, reasoning_signature=reasoning_signature,
         reasoning_ms=reasoning_ms, status=status, error=error, last_seq=last_seq, model=model,

@@ -107,7 +107,7 @@ class Turn:
     first_token_at: datetime | None = None
     stop_requested: bool = False
     _stream_task: asyncio.Task | None = None
-    _dirty: bool = True
+    _inflight: asyncio.Future | None = None
 
     # --- state a joining socket needs --------------------------------------------------------
 
@@ -137,13 +137,14 @@ class Turn:
              "seq": self.seq, "event": event},
             separators=(",", ":"),
         )
-        started = time.monotonic()
-        await get_channel_layer().group_send(
+        # Stop cancels the streaming task wherever it waits, possibly here: the send itself is
+        # shielded, so a numbered event is never half-published (watchers would see a gap), and
+        # `run` waits for it before publishing the end, so the order holds.
+        self._inflight = asyncio.ensure_future(get_channel_layer().group_send(
             conversation_group(self.conversation_id),
             {"type": "turn.event", "message": self.message_id, "seq": self.seq, "json": payload},
-        )
-        if time.monotonic() - started > 0.2:
-            logger.warning("publishing event %d took %.2f s", self.seq, time.monotonic() - started)
+        ))
+        await asyncio.shield(self._inflight)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -170,6 +171,8 @@ class Turn:
                 self.error = "The answer failed because of an error on our server."
         finally:
             flusher.cancel()
+            if self._inflight is not None:
+                await asyncio.gather(self._inflight, return_exceptions=True)
             if self.status in (Message.Status.PENDING, Message.Status.STREAMING):
                 # Cancelled from outside (process shutting down): keep what we have.
                 self.status = Message.Status.INTERRUPTED
@@ -248,7 +251,6 @@ class Turn:
             detail = (f"{event.message} Trying {event.model} instead." if event.fallback
                       else f"{event.message} Retrying in {event.delay:.1f} s.")
             await self.publish({"kind": "status", "status": "retrying", "detail": detail})
-        self._dirty = True
 
     def _first_token(self) -> None:
         if self.first_token_at is None:
@@ -273,9 +275,10 @@ class Turn:
             )
 
     async def _finish(self) -> None:
-        for call in self.tool_calls.values():
-            if call.status == "running":
-                call.status, call.is_error, call.result = "cancelled", True, "Cancelled."
+        running = [c for c in self.tool_calls.values() if c.status == "running"]
+        for call in running:
+            call.status, call.is_error = "cancelled", True
+            call.result = "Cancelled: the answer ended before the tool finished."
         seq_at_finish = self.seq + 1
         try:
             await database_sync_to_async(actions.do_finish_message)(
@@ -283,7 +286,7 @@ class Turn:
                 reasoning="".join(self.reasoning), reasoning_signature=self.reasoning_signature,
                 reasoning_ms=self.reasoning_ms, status=self.status, error=self.error,
                 last_seq=seq_at_finish, model=self.model, first_token_at=self.first_token_at,
-                usage=self.usage,
+                usage=self.usage, cancel_running_tools=bool(running),
             )
         except Exception:
             logger.exception("could not store the end of turn %s", self.message_id)

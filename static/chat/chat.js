@@ -905,7 +905,7 @@ const sidebar = (() => {
     const li = h("li", { dataset: { id: item.id } }, link,
       h("span", { class: "row-actions" },
         h("button", { type: "button", class: "icon-button rename", "aria-label": `Rename “${name}”`, title: "Rename", onclick: () => startRename(li, item) }, "✎"),
-        h("button", { type: "button", class: "icon-button delete", "aria-label": `Delete “${name}”`, title: "Delete", onclick: () => confirmDelete(li, item) }, "🗑")));
+        h("button", { type: "button", class: "icon-button delete", "aria-label": `Delete “${name}”`, title: "Delete", onclick: () => confirmDelete(li, item) }, "×")));
     return li;
   }
 

@@ -81,6 +81,11 @@ def server_url(django_db_setup, django_db_blocker, fake_llm_server) -> str:
     settings.LLM_MODEL = "fake-model"
     settings.LLM_API_KEY = ""
     settings.LLM_FALLBACK_MODELS = []
+    # Titles stay on: the page shows the model's title when it arrives (conversations_changed).
+    # The fake answers the title request with its default text, "tok0 tok1 ... tok7".
+    settings.GENERATE_TITLES = True
+    # The same (fast) hasher as the users made by tests/conftest.py's autouse fixture.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     process = DaphneProcess("127.0.0.1", partial(make_application, static_wrapper=ASGIStaticFilesHandler))
     process.daemon = True
     # Forked while pytest-django's database blocker is lifted, so the child may use the database;
@@ -205,4 +210,4 @@ def tokens(n: int, start: int = 0) -> str:
 
 def shoot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name))
+    page.screenshot(path=str(SCREENSHOTS / name), animations="disabled")

@@ -31,6 +31,20 @@ MARKDOWN_REPLY = (
 )
 
 
+# What the fake model answers to the title request (its default text).
+GENERATED_TITLE = tokens(8).strip()
+
+
+def retitle(page, title: str) -> None:
+    """Rename the open conversation through the list's Rename button."""
+    row = page.locator("#conversation-list li").filter(has=page.locator("[aria-current=page]"))
+    row.get_by_role("button", name=re.compile("^Rename")).click()
+    field = page.get_by_role("textbox", name="New title")
+    field.fill(title)
+    field.press("Enter")
+    expect(page.locator("#conversation-title")).to_have_text(title)
+
+
 def tidy_for_screenshot(page) -> None:
     """Screenshots only: hide the fake LLM's `fake: {...}` steering lines in user bubbles."""
     page.evaluate(
@@ -80,6 +94,11 @@ def test_log_in_send_and_watch_a_markdown_answer_stream(page, server_url, fake, 
         reply = Message.objects.get(conversation_id=conversation_id, role="assistant")
         assert reply.status == "complete" and reply.content == MARKDOWN_REPLY
         assert Conversation.objects.get(pk=conversation_id).owner == user
+    # After the first exchange the model names the conversation; the page follows.
+    expect(page.locator("#conversation-title")).to_have_text(GENERATED_TITLE)
+    expect(page.locator("#conversation-list .title")).to_have_text([GENERATED_TITLE])
+    expect(page).to_have_title(f"{GENERATED_TITLE} · Chat")
+    retitle(page, "Fixing the parser")
     tidy_for_screenshot(page)
     shoot(page, "answer.png")
     assert not seen.errors and not seen.dialogs
@@ -164,6 +183,8 @@ def test_reasoning_is_collapsed_with_its_duration_and_tool_calls_are_cards(chat)
     # (The fake reasons again in the round after the tool result.)
     expect(reasoning.locator(".reasoning-body")).to_contain_text(
         "The user wants the time. I should call the clock tool.")
+    expect(chat.locator("#conversation-title")).to_have_text(GENERATED_TITLE)
+    retitle(chat, "Time in Paris")
     tidy_for_screenshot(chat)
     shoot(chat, "tools.png")
 
@@ -301,7 +322,7 @@ def test_keyboard_only(chat):
 
 
 @pytest.mark.browser_context_args(viewport={"width": 375, "height": 740})
-def test_phone_width(chat):
+def test_phone_width(chat, django_db_blocker):
     page = chat
     nav = page.get_by_role("navigation", name="Conversations")
     expect(nav).to_be_hidden()
@@ -310,8 +331,14 @@ def test_phone_width(chat):
     expect(page.get_by_role("button", name="Send")).to_be_visible()
     # Nothing is wider than the screen (wide code and tables scroll inside themselves).
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    expect(page.locator("#conversation-title")).to_have_text(GENERATED_TITLE)
     box = page.get_by_role("textbox", name="Message").bounding_box()
     assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375
+    with django_db_blocker.unblock():
+        Conversation.objects.filter(pk=page.url.rstrip("/").rsplit("/", 1)[1]).update(
+            title="Fixing the parser")
+    page.reload()
+    expect(last_answer(page).locator(".code-block")).to_be_visible()
     tidy_for_screenshot(page)
     shoot(page, "phone.png")
     toggle = page.get_by_role("button", name="Show conversations")

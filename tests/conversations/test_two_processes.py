@@ -68,7 +68,7 @@ def two_processes(fake_llm, tmp_path):
         "SECRET_KEY": settings.SECRET_KEY,
         "LLM_BASE_URL": fake_llm.base_url,
         "LLM_MODEL": "fake-model",
-        "LOG_LEVEL": "info",
+        "LOG_LEVEL": "info",  # gaps are logged at info,
     }
     ports = [free_port(), free_port()]
     logs = [tmp_path / f"daphne-{port}.log" for port in ports]
@@ -79,7 +79,7 @@ def two_processes(fake_llm, tmp_path):
         yield ports
     finally:
         for proc in procs:
-            proc.terminate()
+            proc.kill()  # graceful shutdown is not what this test is about
         for proc in procs:
             proc.wait(timeout=10)
         for log in logs:  # shown by pytest when the test failed
@@ -105,7 +105,8 @@ async def frames_until(ws, predicate, timeout=15.0):
                     return frame, seen
                 seen.append(frame)
     except TimeoutError:
-        print("frames before the timeout:", [(f["type"], f.get("seq"), f.get("event", {}).get("kind")) for f in seen][-20:])
+        print("frames before the timeout:",
+              [(f["type"], f.get("seq"), f.get("event", {}).get("kind")) for f in seen][-20:])
         raise
 
 
