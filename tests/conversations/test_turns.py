@@ -182,3 +182,30 @@ async def test_streaming_and_tool_calls_work_together_and_land_in_the_ledger(fak
     assert [c["function"]["name"] for c in upstream[2]["tool_calls"]] == ["lookup", "lookup"]
     assert upstream[5]["content"] == streamed[len("Let me check. "):]
     await comm.disconnect()
+
+
+async def test_an_answer_is_written_at_boundaries_never_per_token(fake_llm, settings):
+    """Hot path: 300 tokens in about 1.5 s make a handful of writes, not 300."""
+    from channels.db import database_sync_to_async
+    from django.db import connection
+
+    writes: list[str] = []
+
+    def count(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")) and (
+                "conversations_message" in sql):
+            writes.append(sql.split()[0].upper())
+        return execute(sql, params, many, context)
+
+    # Database work runs on the one thread database_sync_to_async uses: wrap it there.
+    await database_sync_to_async(lambda: connection.execute_wrappers.append(count))()
+    try:
+        settings.TURN_FLUSH_INTERVAL = 1.0
+        _, frames, stored = await run(directive(tokens=300, gap_ms=5))
+    finally:
+        await database_sync_to_async(lambda: connection.execute_wrappers.remove(count))()
+    assert len(stored.content.split()) == 300
+    # Writes to the messages table: the user message and the empty reply inserted, one or two
+    # periodic flushes, one final update.
+    assert writes.count("INSERT") == 2
+    assert 1 <= writes.count("UPDATE") <= 4, writes
