@@ -40,7 +40,7 @@ install: $(VENV)/.installed $(VENDOR)/.installed
 
 run: install
 	$(PY) manage.py migrate --no-input
-	$(PY) manage.py first_run_hint
+	$(PY) manage.py first_run_hint --url http://$(HOST):$(PORT)
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
 
 superuser: install

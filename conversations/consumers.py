@@ -67,6 +67,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
+        await turns.ensure_started()
         self.user_id: int = user.pk
         self.watching: str | None = None
         self.synced = False

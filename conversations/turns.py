@@ -361,6 +361,12 @@ def _prepare(result: actions.SendResult) -> tuple[AgentSpec, list]:
     return spec, upstream_history(messages)
 
 
+async def ensure_started() -> None:
+    """Set up this process's control channel, and interrupt turns left by dead processes
+    (once per process, at its first socket)."""
+    await _control()
+
+
 async def start_turn(*, result: actions.SendResult, user_id: int) -> Turn:
     """Run the model for a stored user message in a task of this process. Returns at once;
     the turn's events go to the conversation's group."""

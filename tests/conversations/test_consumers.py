@@ -241,3 +241,22 @@ async def test_a_second_message_while_one_streams_is_refused(fake_llm):
     await send(comm, {"type": "stop", "conversation": ack["conversation"]["id"]})
     await until(comm, finished)
     await comm.disconnect()
+
+
+async def test_at_start_up_turns_of_dead_processes_are_interrupted(fake_llm):
+    """A process's first socket sweeps every conversation, not only the one being read."""
+    user = await new_user()
+    conversation = await sync_to_async(make_conversation)(owner=user)
+    orphan = await sync_to_async(make_message)(
+        conversation=conversation, role="assistant", status="streaming", content="partial")
+    recent = await sync_to_async(make_message)(
+        conversation=conversation, role="assistant", status="streaming", content="alive")
+    await Message.objects.filter(pk=orphan.pk).aupdate(
+        updated_at=timezone.now() - timedelta(minutes=5))
+    comm = await connect(await new_user())  # someone else's socket, another conversation
+    await orphan.arefresh_from_db()
+    await recent.arefresh_from_db()
+    assert (orphan.status, orphan.content) == ("interrupted", "partial")
+    # A turn written to within TURN_STALE_AFTER may belong to a live process: left alone.
+    assert recent.status == "streaming"
+    await comm.disconnect()

@@ -6,8 +6,11 @@ from django.core.management.base import BaseCommand
 class Command(BaseCommand):
     help = "Tell the person starting the server how to log in the first time."
 
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default="http://127.0.0.1:8000")
+
     def handle(self, *args, **options):
-        host = "http://127.0.0.1:8000"
+        host = options["url"].rstrip("/")
         if not get_user_model().objects.exists():
             self.stdout.write(
                 "\nNo accounts yet. Create the first (an admin) in another terminal:\n"
