@@ -689,8 +689,8 @@ def _interrupted(signum, frame):
 def git_state() -> dict:
     """The code measured: HEAD and the files changed in the working tree (others edit it)."""
     def git(*a):
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return {"head": git("rev-parse", "--short", "HEAD"),
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout
+    return {"head": git("rev-parse", "--short", "HEAD").strip(),
             "dirty": [line[3:] for line in git("status", "--porcelain").splitlines()
                       if not line[3:].startswith("bench/")]}
 

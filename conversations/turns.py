@@ -108,6 +108,7 @@ class Turn:
     stop_requested: bool = False
     _stream_task: asyncio.Task | None = None
     _inflight: asyncio.Future | None = None
+    _new_round: bool = False
 
     # --- state a joining socket needs --------------------------------------------------------
 
@@ -211,8 +212,13 @@ class Turn:
             if event.signature:
                 self.reasoning_signature = event.signature
             if event.text:
-                self.reasoning.append(event.text)
-                await self.publish({"kind": "reasoning", "text": event.text})
+                text = event.text
+                if self._new_round and self.reasoning:
+                    # A later round's reasoning starts a new paragraph, not mid-sentence.
+                    text = "\n\n" + text
+                self._new_round = False
+                self.reasoning.append(text)
+                await self.publish({"kind": "reasoning", "text": text})
         elif isinstance(event, ToolCallStarted):
             self._first_token()
             self._close_reasoning()
@@ -235,6 +241,7 @@ class Turn:
                 message_id=self.message_id, call_id=event.call_id, result=event.result,
                 is_error=event.is_error,
             )
+            self._new_round = True
             await self.publish({"kind": "tool_call_finished", "call": state.as_dict()})
         elif isinstance(event, Usage):
             for key in ("input_tokens", "output_tokens", "reasoning_tokens", "cached_tokens"):

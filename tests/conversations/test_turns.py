@@ -209,3 +209,9 @@ async def test_an_answer_is_written_at_boundaries_never_per_token(fake_llm, sett
     # periodic flushes, one final update.
     assert writes.count("INSERT") == 2
     assert 1 <= writes.count("UPDATE") <= 4, writes
+
+
+async def test_each_rounds_reasoning_is_its_own_paragraph(fake_llm):
+    _, frames, stored = await run(directive(reasoning="Think.", tool_calls=[
+        {"name": "lookup", "arguments": {}}]))
+    assert stored.reasoning == "Think.\n\nThink."
