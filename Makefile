@@ -15,6 +15,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 $(VENV)/.installed: pyproject.toml uv.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else "Python 3.12 or newer is needed (found " + sys.version.split()[0] + ")")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/pip || $(PY) -m ensurepip --default-pip >/dev/null
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
 	$(VENV)/bin/uv sync --locked --inexact --quiet
 	touch $@
@@ -49,7 +50,7 @@ superuser: install
 
 test: install
 	$(PY) -m pytest -q
-	$(PY) -m pytest -q -p no:asyncio -o addopts="-p no:cacheprovider" tests/browser
+	$(PY) -m pytest -q -p no:asyncio -o addopts="-p no:cacheprovider" -W ignore::pytest.PytestConfigWarning tests/browser
 
 fakellm: install
 	$(PY) -m fakellm --port 9999

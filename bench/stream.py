@@ -576,8 +576,28 @@ def split_cpu(long: dict, short: dict) -> dict | None:
     return {"fixed_ms_per_turn": 1000 * a, "marginal_ms_per_1000_tokens": 1e6 * b}
 
 
+# Where Daphne's CPU goes, by the first rule whose frames appear in a sampled stack (py-spy --gil
+# samples only the thread holding the GIL, so shares are shares of Python CPU).
+PROFILE_BUCKETS = (
+    ("database thread: sync_to_async / ORM / SQLite", ("Thread._bootstrap",)),
+    ("channel layer expiry sweep (_clean_expired, per message)", ("_clean_expired",)),
+    ("publish: json.dumps + group_send fan-out (tasks, deepcopy)",
+     ("Turn.publish", "InMemoryChannelLayer.group_send", "InMemoryChannelLayer.send")),
+    ("upstream read: httpx/httpcore/h11, httpx_sse, timeouts, provider, loop generators",
+     ("Turn._stream", "generate_title")),
+    ("consumer: layer receive, await_many_dispatch, turn_event",
+     ("InMemoryChannelLayer.receive", "await_many_dispatch")),
+    ("daphne -> autobahn -> twisted socket write",
+     ("handle_reply", "autobahn", "untilConcludes", "WebSocketProtocol", "doWrite")),
+    ("periodic flush / finish", ("_flush_periodically", "Turn._finish")),
+    ("waiting in epoll", ("EpollSelector.select",)),
+)
+
+
 def summarise_profile(path: Path, top: int = 25) -> dict:
-    """py-spy raw (collapsed) stacks: self and inclusive sample shares per function."""
+    """py-spy raw (collapsed) stacks: buckets (PROFILE_BUCKETS), and self and inclusive sample
+    shares per function."""
+    buckets: Counter[str] = Counter()
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -588,6 +608,12 @@ def summarise_profile(path: Path, top: int = 25) -> dict:
             continue
         n = int(count)
         total += n
+        for name, keys in PROFILE_BUCKETS:
+            if any(k in stack for k in keys):
+                buckets[name] += n
+                break
+        else:
+            buckets["asyncio event loop, task wake-ups, other"] += n
         frames = [strip.sub(")", f) for f in stack.split(";")[1:]]
         if not frames:
             continue
@@ -596,6 +622,7 @@ def summarise_profile(path: Path, top: int = 25) -> dict:
             inclusive[frame] += n
     pct = lambda c: round(100 * c / max(1, total), 1)  # noqa: E731
     return {"samples": total,
+            "buckets": [(b, pct(c)) for b, c in buckets.most_common()],
             "self": [(f, pct(c)) for f, c in own.most_common(top)],
             "inclusive": [(f, pct(c)) for f, c in inclusive.most_common(top * 2)]}
 
@@ -932,9 +959,14 @@ def print_report(r: dict, out: Path) -> None:
     print()
     print("For scale: " + OPEN_WEBUI)
     if "profile" in r:
-        print(f"\nDaphne profile ({r['profile']['samples']} samples, {r['profile']['file']}); "
-              "top self time:")
-        for frame, pct in r["profile"]["self"][:15]:
+        print(f"\nDaphne profile, py-spy --gil ({r['profile']['samples']} samples, "
+              f"{r['profile']['file']}); share of Daphne's Python CPU:")
+        cpu = r["server"].get("daphne_cpu_ms_per_1000_tokens_allin")
+        for name, pct in r["profile"]["buckets"]:
+            per = f"  ~{cpu * pct / 100:6.0f} ms/1k tokens" if cpu else ""
+            print(f"  {pct:5.1f} %{per}  {name}")
+        print("  top self time:")
+        for frame, pct in r["profile"]["self"][:10]:
             print(f"  {pct:5.1f} %  {frame}")
     g = r["git"]
     print(f"\ncode measured: {g['head']}" + (f" + uncommitted changes in {', '.join(g['dirty'])}"
