@@ -7,7 +7,7 @@ both transports (WebSocket, /v1 API) consume the same values. Values are pure: n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]

@@ -21,7 +21,6 @@ from agents.events import (
     ToolCallFinished,
     ToolCallRequested,
     ToolCallStarted,
-    Usage,
 )
 from agents.providers.base import Provider
 from agents.resilience import stream_with_retries

@@ -4,7 +4,6 @@ import asyncio
 import json
 import time
 
-import pytest
 
 from agents.events import (
     ChatMessage,

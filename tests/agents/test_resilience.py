@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,8 +10,6 @@ from typing import Any
 import pytest
 
 from agents.events import (
-    ChatMessage,
-    ChatRequest,
     Finished,
     ModelSelected,
     ProviderError,
@@ -25,6 +22,7 @@ from agents.providers import OpenAIProvider, ProviderConfig, Timeouts
 from agents.providers.base import Provider
 from agents.resilience import _retry_delay, stream_with_retries
 from fakellm import run_in_thread
+from tests.agents.streams import ask, collect, collect_until_error, text_of
 
 FAST = Timeouts(connect=1.0, first_token=2.0, gap=2.0, total=10.0)
 
@@ -78,27 +76,6 @@ class Sleeps:
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
         await asyncio.sleep(0)
-
-
-def ask(directive: dict[str, Any] | None = None, *, text: str = "Hello") -> ChatRequest:
-    content = text + (f"\nfake: {json.dumps(directive)}" if directive is not None else "")
-    return ChatRequest(model="unused", messages=(ChatMessage(role="user", content=content),))
-
-
-async def collect(stream: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
-    return [event async for event in stream]
-
-
-async def collect_until_error(stream: AsyncIterator[StreamEvent]) -> tuple[list[StreamEvent], ProviderError]:
-    seen: list[StreamEvent] = []
-    with pytest.raises(ProviderError) as caught:
-        async for event in stream:
-            seen.append(event)
-    return seen, caught.value
-
-
-def text_of(events: list[StreamEvent]) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
 def of_type(events: list[StreamEvent], kind: type) -> list[Any]:

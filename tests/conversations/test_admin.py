@@ -4,7 +4,6 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from agents.models import ModelServer
-from conversations.models import Conversation, Message, ToolCall
 from tests.factories import make_conversation, make_message, make_tool_call, make_user
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,6 @@ from agents.events import (
     ChatRequest,
     Finished,
     ProviderError,
-    ProviderEvent,
     ReasoningDelta,
     TextDelta,
     ToolCall,
@@ -26,6 +25,11 @@ from agents.providers import AnthropicProvider, ProviderConfig, Timeouts
 from agents.providers._http import ErrorContext
 from agents.providers.anthropic import _StreamState, api_root
 from fakellm.anthropic_wire import signature
+from tests.agents.streams import ask as _ask, collect, collect_until_error, text_of
+
+
+def ask(directive=None, *, text: str = "Hello", **fields):
+    return _ask(directive, text=text, model="claude-fake", **fields)
 
 FAST = Timeouts(connect=1.0, first_token=2.0, gap=2.0, total=10.0)
 EPHEMERAL = {"type": "ephemeral"}
@@ -53,29 +57,6 @@ def config(base_url: str, **overrides: Any) -> ProviderConfig:
         "timeouts": FAST,
     }
     return ProviderConfig(**(values | overrides))
-
-
-def ask(directive: dict[str, Any] | None = None, *, text: str = "Hello", **fields: Any) -> ChatRequest:
-    content = text + (f"\nfake: {json.dumps(directive)}" if directive is not None else "")
-    return ChatRequest(model="claude-fake", messages=(ChatMessage(role="user", content=content),), **fields)
-
-
-async def collect(stream: AsyncIterator[ProviderEvent]) -> list[ProviderEvent]:
-    return [event async for event in stream]
-
-
-async def collect_until_error(
-    stream: AsyncIterator[ProviderEvent],
-) -> tuple[list[ProviderEvent], ProviderError]:
-    seen: list[ProviderEvent] = []
-    with pytest.raises(ProviderError) as caught:
-        async for event in stream:
-            seen.append(event)
-    return seen, caught.value
-
-
-def text_of(events: list[ProviderEvent]) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
 # --- Streaming ----------------------------------------------------------------------------------

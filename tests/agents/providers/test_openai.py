@@ -18,7 +18,6 @@ from agents.events import (
     ChatRequest,
     Finished,
     ProviderError,
-    ProviderEvent,
     ReasoningDelta,
     TextDelta,
     ToolCall,
@@ -36,6 +35,7 @@ from agents.providers import (
     make_provider,
 )
 from agents.providers._http import parse_retry_after
+from tests.agents.streams import ask, collect, collect_until_error, text_of
 
 # Fractions of a second, so a broken timeout fails fast instead of hanging the suite.
 FAST = Timeouts(connect=1.0, first_token=2.0, gap=2.0, total=10.0)
@@ -57,29 +57,6 @@ async def provider(fake) -> AsyncIterator[OpenAIProvider]:
 def config(base_url: str, **overrides: Any) -> ProviderConfig:
     values: dict[str, Any] = {"name": "local", "kind": "openai", "base_url": base_url, "timeouts": FAST}
     return ProviderConfig(**(values | overrides))
-
-
-def ask(directive: dict[str, Any] | None = None, *, text: str = "Hello", **fields: Any) -> ChatRequest:
-    content = text + (f"\nfake: {json.dumps(directive)}" if directive is not None else "")
-    return ChatRequest(model="fake-model", messages=(ChatMessage(role="user", content=content),), **fields)
-
-
-async def collect(stream: AsyncIterator[ProviderEvent]) -> list[ProviderEvent]:
-    return [event async for event in stream]
-
-
-async def collect_until_error(
-    stream: AsyncIterator[ProviderEvent],
-) -> tuple[list[ProviderEvent], ProviderError]:
-    seen: list[ProviderEvent] = []
-    with pytest.raises(ProviderError) as caught:
-        async for event in stream:
-            seen.append(event)
-    return seen, caught.value
-
-
-def text_of(events: list[ProviderEvent]) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
 # --- Streaming ----------------------------------------------------------------------------------
