@@ -107,7 +107,7 @@ class Turn:
     first_token_at: datetime | None = None
     stop_requested: bool = False
     _stream_task: asyncio.Task | None = None
-    _inflight: asyncio.Future | None = None
+    _publishing: bool = False
     _new_round: bool = False
 
     # --- state a joining socket needs --------------------------------------------------------
@@ -138,14 +138,19 @@ class Turn:
              "seq": self.seq, "event": event},
             separators=(",", ":"),
         )
-        # Stop cancels the streaming task wherever it waits, possibly here: the send itself is
-        # shielded, so a numbered event is never half-published (watchers would see a gap), and
-        # `run` waits for it before publishing the end, so the order holds.
-        self._inflight = asyncio.ensure_future(get_channel_layer().group_send(
-            conversation_group(self.conversation_id),
-            {"type": "turn.event", "message": self.message_id, "seq": self.seq, "json": payload},
-        ))
-        await asyncio.shield(self._inflight)
+        # A stop must not land inside a send (watchers would see a numbered event missing):
+        # while publishing, stop() only raises the flag, and the stop happens right after.
+        self._publishing = True
+        try:
+            await get_channel_layer().group_send(
+                conversation_group(self.conversation_id),
+                {"type": "turn.event", "message": self.message_id, "seq": self.seq,
+                 "json": payload},
+            )
+        finally:
+            self._publishing = False
+        if self.stop_requested and asyncio.current_task() is self._stream_task:
+            raise asyncio.CancelledError
 
     # --- running ------------------------------------------------------------------------------
 
@@ -172,8 +177,6 @@ class Turn:
                 self.error = "The answer failed because of an error on our server."
         finally:
             flusher.cancel()
-            if self._inflight is not None:
-                await asyncio.gather(self._inflight, return_exceptions=True)
             if self.status in (Message.Status.PENDING, Message.Status.STREAMING):
                 # Cancelled from outside (process shutting down): keep what we have.
                 self.status = Message.Status.INTERRUPTED
@@ -303,7 +306,9 @@ class Turn:
 
     def stop(self) -> None:
         self.stop_requested = True
-        if self._stream_task is not None:
+        if self._stream_task is not None and not self._publishing:
+            # Wherever the stream waits (mostly on the model server): the provider closes its
+            # HTTP response as the cancellation unwinds it.
             self._stream_task.cancel()
 
 
