@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -62,6 +63,15 @@ def _active_user(user_id: int):
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    async def dispatch(self, message: dict) -> None:
+        # Channels closes stale database connections before every message, through the one
+        # thread all database work shares: per streamed token that hop dominated the cost.
+        # Every ORM call here goes through database_sync_to_async, which does it already.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -75,6 +85,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.buffer: list[dict] = []
         self.last_seq: dict[int, int] = {}
         self.sync_timer: asyncio.Task | None = None
+        self.resync_task: asyncio.Task | None = None
         await self.accept()
         await self.channel_layer.group_add(turns.user_group(self.user_id), self.channel_name)
         await self._send({"type": "hello", "user": user.get_username()})
@@ -84,10 +95,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         await self.channel_layer.group_discard(turns.user_group(self.user_id), self.channel_name)
         if self.watching:
-            await self.channel_layer.group_discard(
-                turns.conversation_group(self.watching), self.channel_name)
-        if self.sync_timer:
-            self.sync_timer.cancel()
+            await turns.unwatch(conversation_id=self.watching, watcher=self)
+        for task in (self.sync_timer, self.resync_task):
+            if task:
+                task.cancel()
 
     # --- frames in ----------------------------------------------------------------------------
 
@@ -172,8 +183,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if conversation_id != self.watching:
             await self._leave()
             self.watching = conversation_id
-            await self.channel_layer.group_add(
-                turns.conversation_group(conversation_id), self.channel_name)
+            await turns.watch(conversation_id=conversation_id, watcher=self)
             if result.created:
                 # A new conversation has no earlier events: nothing to catch up on.
                 self._synced_at({})
@@ -197,8 +207,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _leave(self) -> None:
         if self.watching:
-            await self.channel_layer.group_discard(
-                turns.conversation_group(self.watching), self.channel_name)
+            await turns.unwatch(conversation_id=self.watching, watcher=self)
         self.watching = None
         self.synced = False
         self.buffer = []
@@ -210,8 +219,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._leave()
             self.watching = conversation_id
             # Join first...
-            await self.channel_layer.group_add(
-                turns.conversation_group(conversation_id), self.channel_name)
+            await turns.watch(conversation_id=conversation_id, watcher=self)
         self.synced = False
         self.buffer = []
         # ...then read.
@@ -232,6 +240,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.sync_timer:
             self.sync_timer.cancel()
         self.sync_timer = asyncio.create_task(self._sync_from_database_later(conversation_id))
+
+    async def _resync(self, conversation_id: str) -> None:
+        try:
+            await self._watch(conversation_id)
+        except ConversationNotFound:  # deleted meanwhile
+            await self._send({"type": "error", "code": "not_found",
+                              "message": "That conversation does not exist."})
 
     async def _sync_from_database_later(self, conversation_id: str) -> None:
         await asyncio.sleep(SNAPSHOT_TIMEOUT)
@@ -279,7 +294,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # fetch the state again rather than show a hole.
             logger.info("gap in conversation %s: event %d after %d; re-syncing",
                         self.watching, seq, last)
-            await self._watch(self.watching)
+            self.synced = False
+            # Not awaited here: this runs in the publishing turn's task, which must not wait
+            # for this socket's database read.
+            if self.resync_task is None or self.resync_task.done():
+                self.resync_task = asyncio.create_task(self._resync(self.watching))
             return
         self.last_seq[message_id] = seq
         await self.send(text_data=event["json"])

@@ -17,10 +17,10 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
@@ -45,6 +45,12 @@ from conversations.selectors import branch
 from conversations.titles import generate_title
 
 logger = logging.getLogger(__name__)
+
+
+class Watcher(Protocol):
+    """A socket watching a conversation (conversations.consumers.ChatConsumer)."""
+
+    async def turn_event(self, event: dict[str, Any]) -> None: ...
 
 
 def conversation_group(conversation_id: Any) -> str:
@@ -108,6 +114,7 @@ class Turn:
     stop_requested: bool = False
     _stream_task: asyncio.Task | None = None
     _publishing: bool = False
+    _process: _ProcessControl | None = None
     _new_round: bool = False
 
     # --- state a joining socket needs --------------------------------------------------------
@@ -138,15 +145,17 @@ class Turn:
              "seq": self.seq, "event": event},
             separators=(",", ":"),
         )
+        message = {"type": "turn.event", "conversation": self.conversation_id,
+                   "message": self.message_id, "seq": self.seq, "json": payload}
         # A stop must not land inside a send (watchers would see a numbered event missing):
         # while publishing, stop() only raises the flag, and the stop happens right after.
         self._publishing = True
         try:
-            await get_channel_layer().group_send(
-                conversation_group(self.conversation_id),
-                {"type": "turn.event", "message": self.message_id, "seq": self.seq,
-                 "json": payload},
-            )
+            control = self._process
+            await control.deliver(self.conversation_id, message)
+            if control.shared_layer:
+                await get_channel_layer().group_send(
+                    conversation_group(self.conversation_id), {**message, "origin": control.channel})
         finally:
             self._publishing = False
         if self.stop_requested and asyncio.current_task() is self._stream_task:
@@ -155,7 +164,7 @@ class Turn:
     # --- running ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        control = await _control()
+        control = self._process = await _control()
         layer = get_channel_layer()
         flusher = asyncio.create_task(self._flush_periodically())
         try:
@@ -320,9 +329,17 @@ class _ProcessControl:
         self.turns: dict[str, Turn] = {}
         self.tasks: set[asyncio.Task] = set()
         self._reader: asyncio.Task | None = None
+        # The sockets of this process watching each conversation. Turn events reach them by a
+        # direct call, not through the channel layer: per token, per socket, the layer's hops
+        # (a queue, a task, a dispatch) cost more than the rest of the path together.
+        self.watchers: dict[str, set[Watcher]] = {}
+        # Whether other processes may watch too (Redis layer): then each process's control
+        # channel joins the conversation's group while it has watchers, and relays events.
+        self.shared_layer = False
 
     async def start(self) -> None:
         layer = get_channel_layer()
+        self.shared_layer = not isinstance(layer, InMemoryChannelLayer)
         # The default prefix: channels-redis reads every process-local channel through one
         # shared receive loop keyed by it; another prefix would never be read.
         self.channel = await layer.new_channel()
@@ -332,9 +349,42 @@ class _ProcessControl:
         if count:
             logger.warning("marked %d turn(s) of a stopped process as interrupted", count)
 
+    async def watch(self, conversation_id: str, watcher: Watcher) -> None:
+        """Start delivering the conversation's events to `watcher`. Returns once events from
+        any process will reach it (join first, then read the state)."""
+        watchers = self.watchers.setdefault(conversation_id, set())
+        first = not watchers
+        watchers.add(watcher)
+        if first and self.shared_layer:
+            await get_channel_layer().group_add(conversation_group(conversation_id), self.channel)
+
+    async def unwatch(self, conversation_id: str, watcher: Watcher) -> None:
+        watchers = self.watchers.get(conversation_id)
+        if not watchers or watcher not in watchers:
+            return
+        watchers.discard(watcher)
+        if not watchers:
+            del self.watchers[conversation_id]
+            if self.shared_layer:
+                await get_channel_layer().group_discard(
+                    conversation_group(conversation_id), self.channel)
+
+    async def deliver(self, conversation_id: str, event: dict[str, Any]) -> None:
+        for watcher in tuple(self.watchers.get(conversation_id, ())):
+            try:
+                await watcher.turn_event(event)
+            except Exception:  # one broken socket must not stop the turn or the others
+                logger.exception("could not deliver an event to a socket; dropping it")
+                await self.unwatch(conversation_id, watcher)
+
     async def _read(self, layer) -> None:
         while True:
             message = await layer.receive(self.channel)
+            if message["type"] == "turn.event":
+                # Another process's turn; this process's own events were delivered directly.
+                if message.get("origin") != self.channel:
+                    await self.deliver(message["conversation"], message)
+                continue
             turn = self.turns.get(message.get("conversation", ""))
             if turn is None:
                 continue
@@ -371,6 +421,14 @@ def _prepare(result: actions.SendResult) -> tuple[AgentSpec, list]:
     messages = branch(conversation=result.conversation, leaf_id=result.user_message.pk)
     spec = resolve_agent(result.conversation.agent_id)
     return spec, upstream_history(messages)
+
+
+async def watch(*, conversation_id: str, watcher: Watcher) -> None:
+    await (await _control()).watch(conversation_id, watcher)
+
+
+async def unwatch(*, conversation_id: str, watcher: Watcher) -> None:
+    await (await _control()).unwatch(conversation_id, watcher)
 
 
 async def ensure_started() -> None:
