@@ -18,6 +18,15 @@ follows the ramp; load continues past the window until those turns have finished
    into a fixed cost per turn and a marginal cost per 1,000 tokens (two equations, two unknowns),
    and writes per assistant message can be compared across lengths.
 
+The client is one asyncio loop in this process (bench/rawclients.py: a frame costs one
+data_received call; --ws-client websockets / --direct-client httpx use the full libraries).
+Server CPU comes from /proc/<pid>/stat over the window, peak memory from VmHWM, database writes
+from bench.countwrites (an execute_wrapper in the Daphne process, per assistant message id).
+--patch NAME measures a proposed backend change (bench/patches) without editing the backend;
+--env KEY=VALUE passes settings to Daphne (e.g. TURN_FLUSH_INTERVAL=5, GENERATE_TITLES=false).
+New conversations get a title from the model after their first answer: one extra upstream
+request per turn here (8 tokens; "upstream requests per turn" in the report).
+
 Results go to stdout and bench/results/<timestamp>.json. Every subprocess is killed at the end.
 Only 127.0.0.1 is contacted.
 """
@@ -177,7 +186,6 @@ class Phase:
         self.turn_timeout = max(120.0, 10 * self.turn_seconds)
         self.turns: list[Turn] = []
         self.samples: dict[str, dict] = {}
-        self.counter = 0
 
     def schedule(self) -> None:
         self.t0 = clock() + 0.3
@@ -202,18 +210,24 @@ class Phase:
         finally:
             if not sampler.done():
                 sampler.cancel()
+        for mark in ("start", "end"):  # every worker ended early (dead sockets): a short window
+            if mark not in self.samples:
+                self._take(mark, pids)
         self.fake_stats_after = await fake_stats()
 
     async def _sample(self, pids: dict[str, int], profile) -> None:
         for mark, at in (("start", self.window_start), ("end", self.window_end)):
             await asyncio.sleep(max(0.0, at - clock()))
-            sample = {"t": clock(), "self": _self_cpu(), "system": system_busy()}
-            for name, pid in pids.items():
-                sample[name] = cpu_seconds(pid)
-                sample[name + "_rss_kb"] = status_kb(pid, "VmRSS")
-            self.samples[mark] = sample
+            self._take(mark, pids)
             if mark == "start" and profile is not None:
                 profile(self.duration)
+
+    def _take(self, mark: str, pids: dict[str, int]) -> None:
+        sample = {"t": clock(), "self": _self_cpu(), "system": system_busy()}
+        for name, pid in pids.items():
+            sample[name] = cpu_seconds(pid)
+            sample[name + "_rss_kb"] = status_kb(pid, "VmRSS")
+        self.samples[mark] = sample
 
 
 FAKE_URL: list[str] = []
@@ -499,11 +513,17 @@ def analyse(phase: Phase, pids: dict[str, int]) -> dict:
         if turn.times:
             times = turn.times
             gaps.extend((times[i] - times[i - 1]) * 1000 for i in range(1, len(times)))
+    timed_out = undelivered = 0
     for turn in phase.turns:
         if turn.status != "complete":
             errors[f"{turn.status}: {turn.error}"[:160]] += 1
         seq_gaps += turn.seq_gaps
         text = "".join(turn.texts)
+        if turn.error == "timeout":
+            # The client gave up waiting: a failed turn, its missing tokens are not "lost".
+            timed_out += 1
+            undelivered += phase.tokens - len(set(text.split()))
+            continue
         if text != expected:
             got = text.split()
             missing = set(words) - set(got)
@@ -526,6 +546,8 @@ def analyse(phase: Phase, pids: dict[str, int]) -> dict:
         "tokens_in_window": tokens_in_window,
         "tokens_per_s": tokens_in_window / elapsed,
         "tokens_lost": lost, "tokens_duplicated": duplicated, "turns_with_wrong_text": corrupt,
+        "turns_timed_out": timed_out, "turn_timeout_s": phase.turn_timeout,
+        "tokens_undelivered_in_timed_out_turns": undelivered,
         "seq_gaps": seq_gaps,
         # Upstream requests per turn: 1 + title requests (new conversations) + retries.
         "upstream": upstream,
@@ -545,8 +567,10 @@ def analyse(phase: Phase, pids: dict[str, int]) -> dict:
     result["other_cpu_pct"] = (os.cpu_count() or 1) * result["machine_busy_pct"] - ours
     if "daphne" in pids:
         cpu = end["daphne"] - start["daphne"]
-        result["daphne_cpu_ms_per_turn_allin"] = 1000 * cpu / max(1, len(measured))
-        result["daphne_cpu_ms_per_1000_tokens_allin"] = 1e6 * cpu / max(1, tokens_in_window)
+        # None when the window saw (almost) nothing: a ratio over ~0 turns means nothing.
+        result["daphne_cpu_ms_per_turn_allin"] = 1000 * cpu / len(measured) if measured else None
+        result["daphne_cpu_ms_per_1000_tokens_allin"] = (
+            1e6 * cpu / tokens_in_window if tokens_in_window >= 100 else None)
         acks = [(t.ack - t.sent) * 1000 for t in measured if t.ack]
         result["ack_ms"] = dist(acks)
     return result
@@ -651,7 +675,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="raw: bench/rawclients.py (cheap); websockets: the websockets package")
     p.add_argument("--direct-client", choices=("raw", "httpx"), default="raw")
     p.add_argument("--patch", action="append", default=[],
-                   choices=("dispatch", "sqlite-persistent", "layer", "switch"),
+                   choices=("dispatch", "sqlite-persistent", "layer"),
                    help="what-if backend change from bench/patches (repeatable); none by default")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for Daphne, e.g. TURN_FLUSH_INTERVAL=5")
@@ -913,7 +937,7 @@ def print_report(r: dict, out: Path) -> None:
 
     print()
     cols = [p for p in ("direct", "server", "short") if p in r]
-    print(f"{'':36}" + "".join(f"{c:>14}" for c in cols))
+    print(f"{'':36}" + "".join(f"{c:>16}" for c in cols))
     lines = [
         ("concurrent x tokens", lambda x: f"{x['concurrency']}x{x['tokens']}"),
         ("window s / turns measured", lambda x: f"{x['window_s']:.1f}/{x['turns_measured']}"),
@@ -924,8 +948,8 @@ def print_report(r: dict, out: Path) -> None:
         ("gap max ms", lambda x: f(x["gap_ms"]["max"])),
         ("ack p50 / p99 ms", lambda x: f"{f(x['ack_ms']['p50'])}/{f(x['ack_ms']['p99'])}"
          if "ack_ms" in x else "-"),
-        ("failed / lost / dup / seq gaps", lambda x: f"{x['turns_failed']}/{x['tokens_lost']}/"
-         f"{x['tokens_duplicated']}/{x['seq_gaps']}"),
+        ("failed(timed out)/lost/dup/seq gaps", lambda x: f"{x['turns_failed']}"
+         f"({x['turns_timed_out']})/{x['tokens_lost']}/{x['tokens_duplicated']}/{x['seq_gaps']}"),
         ("daphne CPU %", lambda x: f(x.get("daphne_cpu_pct"), "{:.0f}")),
         ("daphne CPU ms/turn (all-in)", lambda x: f(x.get("daphne_cpu_ms_per_turn_allin"), "{:.2f}")),
         ("daphne CPU ms/1k tok (all-in)", lambda x: f(x.get("daphne_cpu_ms_per_1000_tokens_allin"))),
@@ -939,7 +963,7 @@ def print_report(r: dict, out: Path) -> None:
             if x.get("db_writes_per_assistant_message", {}).get("n") else "-")),
     ]
     for label, fn in lines:
-        print(f"{label:36}" + "".join(f"{fn(r[c]):>14}" for c in cols))
+        print(f"{label:36}" + "".join(f"{fn(r[c]):>16}" for c in cols))
     if r.get("cpu_split"):
         s = r["cpu_split"]
         print(f"daphne CPU split (server+short windows): {s['fixed_ms_per_turn']:.2f} ms per turn "

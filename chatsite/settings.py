@@ -141,6 +141,9 @@ def _database() -> dict:
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         }
+        # A local file costs nothing to keep open; reopening it (and re-running the PRAGMAs)
+        # on every request did.
+        config["CONN_MAX_AGE"] = None
     else:
         config["CONN_MAX_AGE"] = env.integer("DATABASE_CONN_MAX_AGE", 60)
         config["CONN_HEALTH_CHECKS"] = True
@@ -219,10 +222,17 @@ LLM_TOTAL_TIMEOUT = env.number("LLM_TOTAL_TIMEOUT", 900.0, minimum=0.01)
 GENERATE_TITLES = env.flag("GENERATE_TITLES", default=True)
 SYSTEM_PROMPT = env.text("SYSTEM_PROMPT", "You are a helpful assistant.")
 
-# How often a streaming answer is written to the database (seconds). Also the turn's heartbeat:
+# When a streaming answer is written to the database: after TURN_FLUSH_INTERVAL seconds, then
+# at intervals doubling up to TURN_FLUSH_MAX_INTERVAL. The writes are also the turn's heartbeat:
 # a streaming message not written for TURN_STALE_AFTER seconds belongs to a dead process.
 TURN_FLUSH_INTERVAL = env.number("TURN_FLUSH_INTERVAL", 1.0, minimum=0.05)
-TURN_STALE_AFTER = env.number("TURN_STALE_AFTER", 15.0, minimum=1.0)
+TURN_FLUSH_MAX_INTERVAL = env.number("TURN_FLUSH_MAX_INTERVAL", 10.0, minimum=0.05)
+TURN_STALE_AFTER = env.number("TURN_STALE_AFTER", 30.0, minimum=1.0)
+if TURN_STALE_AFTER <= 2 * TURN_FLUSH_MAX_INTERVAL:
+    raise ImproperlyConfigured(
+        "TURN_STALE_AFTER must be more than twice TURN_FLUSH_MAX_INTERVAL, or live turns would "
+        "be taken for dead ones."
+    )
 
 LOG_LEVEL = env.choice("LOG_LEVEL", "info", choices=("debug", "info", "warning", "error"))
 LOGGING = {

@@ -119,13 +119,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if handler is None:
                 raise ClientError("unknown_type", f"Unknown frame type {frame['type']!r}.")
             # The user is checked on every command: a deactivated account is cut off at once.
-            self.user = await database_sync_to_async(_active_user)(self.user_id)
-            if self.user is None:
-                await self._send({"type": "error", "code": "unauthorized",
-                                  "message": "Your account is no longer active."})
-                await self.close(code=4403)
-                return
+            # send and regenerate check inside their own (single) trip to the database.
+            if frame["type"] not in ("send", "regenerate"):
+                self.user = await database_sync_to_async(_active_user)(self.user_id)
+                if self.user is None:
+                    raise turns.UserInactive
             await handler(frame)
+        except turns.UserInactive:
+            await self._send({"type": "error", "code": "unauthorized",
+                              "message": "Your account is no longer active."})
+            await self.close(code=4403)
         except ClientError as exc:
             await self._send({"type": "error", "code": exc.code, "message": exc.message,
                               "ref": _ref(text_data)})
@@ -158,19 +161,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
         agent = frame.get("agent")
         if agent is not None and not isinstance(agent, int):
             raise ClientError("bad_frame", "\"agent\" must be an agent id or null.")
-        result = await database_sync_to_async(actions.do_send_message)(
-            user=self.user, conversation_id=conversation_id, text=frame.get("text"),
-            client_key=frame.get("client_key"), parent=parent, agent_id=agent,
+        prepared = await database_sync_to_async(turns.prepare_turn)(
+            user_id=self.user_id,
+            action=lambda user: actions.do_send_message(
+                user=user, conversation_id=conversation_id, text=frame.get("text"),
+                client_key=frame.get("client_key"), parent=parent, agent_id=agent),
         )
-        await self._acknowledge(result, client_key=frame.get("client_key"))
+        await self._acknowledge(prepared, client_key=frame.get("client_key"))
 
     async def cmd_regenerate(self, frame: dict) -> None:
         conversation_id = _conversation_id(frame, required=True)
         if not isinstance(frame.get("message"), int):
             raise ClientError("bad_frame", "\"message\" must be a message id.")
-        result = await database_sync_to_async(actions.do_regenerate)(
-            user=self.user, conversation_id=conversation_id, message_id=frame["message"])
-        await self._acknowledge(result, client_key=None)
+        prepared = await database_sync_to_async(turns.prepare_turn)(
+            user_id=self.user_id,
+            action=lambda user: actions.do_regenerate(
+                user=user, conversation_id=conversation_id, message_id=frame["message"]),
+        )
+        await self._acknowledge(prepared, client_key=None)
 
     async def cmd_stop(self, frame: dict) -> None:
         conversation_id = _conversation_id(frame, required=True)
@@ -178,7 +186,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             user=self.user, conversation_id=conversation_id)
         await turns.request_stop(conversation_id=conversation_id)
 
-    async def _acknowledge(self, result: actions.SendResult, *, client_key: Any) -> None:
+    async def _acknowledge(self, prepared: turns.PreparedTurn, *, client_key: Any) -> None:
+        result = prepared.result
+        self.user = prepared.user
         conversation_id = str(result.conversation.pk)
         if conversation_id != self.watching:
             await self._leave()
@@ -187,16 +197,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if result.created:
                 # A new conversation has no earlier events: nothing to catch up on.
                 self._synced_at({})
-        user_message, reply = await database_sync_to_async(
-            lambda: (message_dict(result.user_message), message_dict(result.assistant_message))
-        )()
         await self._send({
             "type": "ack", "client_key": client_key, "duplicate": not result.created,
             "conversation": conversation_dict(result.conversation),
-            "user_message": user_message, "assistant_message": reply,
+            "user_message": prepared.user_message, "assistant_message": prepared.assistant_message,
         })
         if result.created:
-            await turns.start_turn(result=result, user_id=self.user_id)
+            await turns.start_turn(prepared=prepared, user_id=self.user_id)
             await self.channel_layer.group_send(
                 turns.user_group(self.user_id),
                 {"type": "conversation.changed", "conversation": conversation_id})

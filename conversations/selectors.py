@@ -106,8 +106,9 @@ def tool_call_dict(call: ToolCall) -> dict[str, Any]:
     }
 
 
-def message_dict(message: Message) -> dict[str, Any]:
-    """What a client sees of a message. No secrets, no internals beyond the audit's own view."""
+def message_dict(message: Message, *, tool_calls: list[ToolCall] | None = None) -> dict[str, Any]:
+    """What a client sees of a message. No secrets, no internals beyond the audit's own view.
+    Pass `tool_calls` when they are known (a message just made has none) to save a query."""
     return {
         "id": message.pk,
         "role": message.role,
@@ -127,7 +128,8 @@ def message_dict(message: Message) -> dict[str, Any]:
             "reasoning_tokens": message.reasoning_tokens,
             "cached_tokens": message.cached_tokens,
         },
-        "tool_calls": [tool_call_dict(c) for c in message.tool_calls.all()],
+        "tool_calls": [tool_call_dict(c) for c in (
+            message.tool_calls.all() if tool_calls is None else tool_calls)],
         "seq": message.last_seq,
     }
 

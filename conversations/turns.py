@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from agents.definitions import AgentSpec, resolve_agent
@@ -41,7 +43,7 @@ from agents.providers import get_provider
 from conversations import actions
 from conversations.history import upstream_history
 from conversations.models import Message
-from conversations.selectors import branch
+from conversations.selectors import branch, message_dict
 from conversations.titles import generate_title
 
 logger = logging.getLogger(__name__)
@@ -283,9 +285,13 @@ class Turn:
     # --- persistence --------------------------------------------------------------------------
 
     async def _flush_periodically(self) -> None:
+        """Write the answer so far at 1, 3, 7, 15… seconds (each wait twice the last, up to
+        TURN_FLUSH_MAX_INTERVAL): a typical answer costs two or three writes whatever its
+        length, and a process that dies loses at most one interval of text."""
         interval = settings.TURN_FLUSH_INTERVAL
         while True:
             await asyncio.sleep(interval)
+            interval = min(interval * 2, settings.TURN_FLUSH_MAX_INTERVAL)
             # Written even when nothing changed: the write is also the turn's heartbeat.
             await database_sync_to_async(actions.do_flush_message)(
                 message_id=self.message_id, content="".join(self.text),
@@ -417,10 +423,44 @@ async def _control() -> _ProcessControl:
     return _controls[loop]
 
 
-def _prepare(result: actions.SendResult) -> tuple[AgentSpec, list]:
-    messages = branch(conversation=result.conversation, leaf_id=result.user_message.pk)
-    spec = resolve_agent(result.conversation.agent_id)
-    return spec, upstream_history(messages)
+class UserInactive(Exception):
+    """The socket's user was deactivated (or deleted) since it connected."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTurn:
+    user: Any
+    result: actions.SendResult
+    user_message: dict[str, Any]
+    assistant_message: dict[str, Any]
+    # Set when a turn must start (the message was new): the agent and the upstream history.
+    spec: AgentSpec | None
+    history: list | None
+
+
+def prepare_turn(
+    *, user_id: int, action: Callable[[Any], actions.SendResult]
+) -> PreparedTurn:
+    """Everything a send needs from the database, in one trip to the database thread: the
+    user checked again, the messages stored by `action(user)`, what the client is told, and
+    (for a new message) the agent and the history. Synchronous."""
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        raise UserInactive
+    result = action(user)
+    reply_tools = [] if result.created else None
+    spec = history = None
+    if result.created:
+        messages = branch(conversation=result.conversation, leaf_id=result.user_message.pk)
+        spec = resolve_agent(result.conversation.agent_id)
+        history = upstream_history(messages)
+    return PreparedTurn(
+        user=user,
+        result=result,
+        user_message=message_dict(result.user_message, tool_calls=[]),
+        assistant_message=message_dict(result.assistant_message, tool_calls=reply_tools),
+        spec=spec, history=history,
+    )
 
 
 async def watch(*, conversation_id: str, watcher: Watcher) -> None:
@@ -437,14 +477,16 @@ async def ensure_started() -> None:
     await _control()
 
 
-async def start_turn(*, result: actions.SendResult, user_id: int) -> Turn:
+async def start_turn(*, prepared: PreparedTurn, user_id: int) -> Turn:
     """Run the model for a stored user message in a task of this process. Returns at once;
-    the turn's events go to the conversation's group."""
-    spec, history = await database_sync_to_async(_prepare)(result)
+    the turn's events go to the conversation's watchers."""
+    assert prepared.spec is not None and prepared.history is not None
+    result = prepared.result
     control = await _control()
     turn = Turn(
         conversation_id=str(result.conversation.pk), message_id=result.assistant_message.pk,
-        user_message_id=result.user_message.pk, user_id=user_id, spec=spec, history=history,
+        user_message_id=result.user_message.pk, user_id=user_id, spec=prepared.spec,
+        history=prepared.history,
     )
     # Registered before the task starts, so a stop or a state request sent right after
     # start_turn returns finds it.

@@ -10,14 +10,11 @@ backend change would buy; the default run measures the code as it is.
   database_sync_to_async call).
 - layer: InMemoryChannelLayer whose expiry sweep (O(channels + group members), run on every
   send and receive) runs at most once a second.
-- switch: sys.setswitchinterval(0.0005) (tests for GIL convoy between the event loop and the
-  database thread).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 
 def enabled() -> set[str]:
@@ -39,5 +36,3 @@ def apply_runtime() -> None:
             await handler(message)
 
         ChatConsumer.dispatch = dispatch
-    if "switch" in patches:
-        sys.setswitchinterval(0.0005)
