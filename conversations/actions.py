@@ -114,7 +114,8 @@ def do_send_message(
 
 
 def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) -> SendResult:
-    if conversation_id:
+    new = not conversation_id
+    if not new:
         conversation = access_conversation(user=user, conversation_id=conversation_id)
         # Serialises two sends into one conversation (a no-op lock on SQLite, which already
         # serialises writers).
@@ -124,7 +125,9 @@ def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) 
         if agent_id is not None and not Agent.objects.filter(pk=agent_id, enabled=True).exists():
             raise InvalidInput("That agent does not exist or is disabled.")
         conversation = Conversation.objects.create(owner=user, agent_id=agent_id, source=source)
-    if parent == AUTO:
+    if new:
+        parent_message = None
+    elif parent == AUTO:
         parent_message = conversation.messages.order_by("-created_at", "-id").first()
     elif parent is None:
         parent_message = None
@@ -140,7 +143,8 @@ def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) 
         conversation=conversation, role=Message.Role.ASSISTANT, parent=user_message,
         status=Message.Status.PENDING,
     )
-    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    if not new:  # a new conversation's updated_at is already now
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
     return SendResult(conversation, user_message, reply, created=True)
 
 

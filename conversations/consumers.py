@@ -87,6 +87,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.sync_timer: asyncio.Task | None = None
         self.resync_task: asyncio.Task | None = None
         await self.accept()
+        # After the handshake, frames skip Channels' session wrapper, which inspects the session
+        # on every send; a socket never changes the session, and per token that check cost.
+        real_send = getattr(getattr(self.base_send, "__self__", None), "real_send", None)
+        if real_send is not None:
+            self.base_send = real_send
         await self.channel_layer.group_add(turns.user_group(self.user_id), self.channel_name)
         await self._send({"type": "hello", "user": user.get_username()})
 

@@ -48,6 +48,9 @@ from conversations.titles import generate_title
 
 logger = logging.getLogger(__name__)
 
+# Seconds: deltas closer together than this are sent together (see Turn._delta).
+DELTA_WINDOW = 0.012
+
 
 class Watcher(Protocol):
     """A socket watching a conversation (conversations.consumers.ChatConsumer)."""
@@ -104,7 +107,6 @@ class Turn:
     status: str = Message.Status.PENDING
     model: str = ""
     text: list[str] = field(default_factory=list)
-    text_len: int = 0
     reasoning: list[str] = field(default_factory=list)
     reasoning_signature: str = ""
     reasoning_started: float | None = None
@@ -115,8 +117,15 @@ class Turn:
     first_token_at: datetime | None = None
     stop_requested: bool = False
     _stream_task: asyncio.Task | None = None
-    _publishing: bool = False
+    # Publishes in progress (the stream's and a coalescing timer's may overlap).
+    _publishing: int = 0
     _process: _ProcessControl | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _pending: list[str] = field(default_factory=list)
+    _pending_kind: str = ""
+    _last_publish: float = 0.0
+    _flush_timer: asyncio.TimerHandle | None = None
+    _flush_task: asyncio.Future | None = None
     _new_round: bool = False
 
     # --- state a joining socket needs --------------------------------------------------------
@@ -139,6 +148,43 @@ class Turn:
 
     # --- publishing ---------------------------------------------------------------------------
 
+    async def _delta(self, kind: str, text: str) -> None:
+        """Publish a text or reasoning delta, coalescing under load.
+
+        A delta that arrives at least DELTA_WINDOW after the last publish goes out at once (an
+        unhurried stream, token by token, with no added delay); one that arrives sooner waits at
+        most the rest of the window and goes out with the others that came meanwhile. A busy
+        process thus sends fewer, larger frames instead of falling behind."""
+        if self._pending and self._pending_kind != kind:
+            await self._flush_pending()
+        loop = asyncio.get_running_loop()
+        if not self._pending and loop.time() - self._last_publish >= DELTA_WINDOW:
+            await self._publish_delta(kind, text)
+            return
+        self._pending.append(text)
+        self._pending_kind = kind
+        if self._flush_timer is None:
+            self._flush_timer = loop.call_at(self._last_publish + DELTA_WINDOW, self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_timer = None
+        if self._pending:
+            self._flush_task = asyncio.ensure_future(self._flush_pending())
+
+    async def _flush_pending(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._pending:
+            text, self._pending = "".join(self._pending), []
+            await self._publish_delta(self._pending_kind, text)
+
+    async def _publish_delta(self, kind: str, text: str) -> None:
+        # Only published text is in the snapshot, so a joining socket's state and the numbered
+        # events after it never overlap.
+        (self.text if kind == "text" else self.reasoning).append(text)
+        await self.publish({"kind": kind, "text": text})
+
     async def publish(self, event: dict[str, Any]) -> None:
         self.seq += 1
         # Serialised once here, not once per watching socket.
@@ -151,15 +197,20 @@ class Turn:
                    "message": self.message_id, "seq": self.seq, "json": payload}
         # A stop must not land inside a send (watchers would see a numbered event missing):
         # while publishing, stop() only raises the flag, and the stop happens right after.
-        self._publishing = True
+        self._publishing += 1
         try:
-            control = self._process
-            await control.deliver(self.conversation_id, message)
-            if control.shared_layer:
-                await get_channel_layer().group_send(
-                    conversation_group(self.conversation_id), {**message, "origin": control.channel})
+            # Publishes from the stream and from a coalescing timer go out in the order their
+            # numbers were given (the lock is FIFO).
+            async with self._lock:
+                control = self._process
+                await control.deliver(self.conversation_id, message)
+                if control.shared_layer:
+                    await get_channel_layer().group_send(
+                        conversation_group(self.conversation_id),
+                        {**message, "origin": control.channel})
+                self._last_publish = asyncio.get_running_loop().time()
         finally:
-            self._publishing = False
+            self._publishing -= 1
         if self.stop_requested and asyncio.current_task() is self._stream_task:
             raise asyncio.CancelledError
 
@@ -194,6 +245,8 @@ class Turn:
                 self.error = actions.INTERRUPTED_ERROR
             self._close_reasoning()
             try:
+                # Deltas still waiting (a stop or an error mid-window) are part of the answer.
+                await self._flush_pending()
                 await asyncio.shield(self._finish())
             finally:
                 control.turns.pop(self.conversation_id, None)
@@ -211,14 +264,13 @@ class Turn:
         async for event in run_turn(targets=targets, system=self.spec.system_prompt,
                                     history=self.history):
             await self._handle(event)
+        await self._flush_pending()
 
     async def _handle(self, event: object) -> None:
         if isinstance(event, TextDelta):
             self._first_token()
             self._close_reasoning()
-            self.text.append(event.text)
-            self.text_len += len(event.text)
-            await self.publish({"kind": "text", "text": event.text})
+            await self._delta("text", event.text)
         elif isinstance(event, ReasoningDelta):
             self._first_token()
             if self.reasoning_started is None:
@@ -231,9 +283,9 @@ class Turn:
                     # A later round's reasoning starts a new paragraph, not mid-sentence.
                     text = "\n\n" + text
                 self._new_round = False
-                self.reasoning.append(text)
-                await self.publish({"kind": "reasoning", "text": text})
+                await self._delta("reasoning", text)
         elif isinstance(event, ToolCallStarted):
+            await self._flush_pending()
             self._first_token()
             self._close_reasoning()
             call = event.call
@@ -247,6 +299,7 @@ class Turn:
             )
             await self.publish({"kind": "tool_call_started", "call": state.as_dict()})
         elif isinstance(event, ToolCallFinished):
+            await self._flush_pending()
             state = self.tool_calls[event.call_id]
             state.status = "failed" if event.is_error else "complete"
             state.result, state.is_error, state.duration_ms = (
@@ -261,6 +314,7 @@ class Turn:
             for key in ("input_tokens", "output_tokens", "reasoning_tokens", "cached_tokens"):
                 self.usage[key] = self.usage.get(key, 0) + getattr(event, key)
         elif isinstance(event, ModelSelected):
+            await self._flush_pending()
             self.model = event.model if event.provider == "default" else (
                 f"{event.provider}:{event.model}")
             await self.publish({"kind": "model", "model": self.model})

@@ -260,3 +260,17 @@ async def test_at_start_up_turns_of_dead_processes_are_interrupted(fake_llm):
     # A turn written to within TURN_STALE_AFTER may belong to a live process: left alone.
     assert recent.status == "streaming"
     await comm.disconnect()
+
+
+async def test_a_burst_of_tokens_is_coalesced_into_fewer_frames_in_order(fake_llm):
+    """Deltas that arrive faster than the coalescing window go out together, in order, with
+    consecutive numbers; spaced-out ones (the other tests) go out one by one."""
+    comm = await connect(await new_user())
+    await start(comm, directive(tokens=400, gap_ms=0))
+    done, frames = await until(comm, finished)
+    texts = [f for f in frames if f["type"] == "turn" and f["event"]["kind"] == "text"]
+    assert text_of(frames) == expected_tokens(400)
+    assert len(texts) < 400
+    seqs = [f["seq"] for f in frames if f["type"] == "turn"] + [done["seq"]]
+    assert seqs == list(range(1, len(seqs) + 1))
+    await comm.disconnect()
