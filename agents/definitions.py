@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import Q
 
 from agents.models import Agent, ModelServer
 from agents.providers.base import ProviderConfig, Timeouts
@@ -76,11 +77,11 @@ def _fallback_targets(agent: Agent) -> list[tuple[ProviderConfig, str]]:
 def resolve_agent(agent_id: int | None) -> AgentSpec:
     """The agent to use for a conversation: its own, else the admin's default, else the
     environment's default. Synchronous (ORM): call through database_sync_to_async."""
-    agent = None
-    if agent_id is not None:
-        agent = Agent.objects.select_related("server").filter(pk=agent_id, enabled=True).first()
-    if agent is None:
-        agent = Agent.objects.select_related("server").filter(is_default=True, enabled=True).first()
+    # One query for both candidates: the conversation's agent and the admin's default.
+    wanted = Q(is_default=True) if agent_id is None else Q(pk=agent_id) | Q(is_default=True)
+    candidates = list(Agent.objects.select_related("server").filter(wanted, enabled=True))
+    agent = next((a for a in candidates if a.pk == agent_id), None) or next(
+        (a for a in candidates if a.is_default), None)
     if agent is None:
         config = default_server_config()
         return AgentSpec(

@@ -505,7 +505,10 @@ def prepare_turn(
     reply_tools = [] if result.created else None
     spec = history = None
     if result.created:
-        messages = branch(conversation=result.conversation, leaf_id=result.user_message.pk)
+        # A first message (a new conversation, or an edit of the first message) is the whole
+        # branch: no need to load the conversation.
+        messages = ([result.user_message] if result.user_message.parent_id is None
+                    else branch(conversation=result.conversation, leaf_id=result.user_message.pk))
         spec = resolve_agent(result.conversation.agent_id)
         history = upstream_history(messages)
     return PreparedTurn(
