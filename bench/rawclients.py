@@ -166,7 +166,10 @@ class WSClient(_Base):
             self.last_seq = seq
             event = data["event"]
             if event["kind"] == "text":
-                turn.times.append(now)
+                # A busy server coalesces deltas: one frame may carry several tokens, each
+                # "tokN " with its trailing space; all of them arrived now.
+                for _ in range(max(1, event["text"].count(" "))):
+                    turn.times.append(now)
                 turn.texts.append(event["text"])
             elif event["kind"] == "finished":
                 turn.done = now

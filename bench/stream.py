@@ -22,7 +22,6 @@ The client is one asyncio loop in this process (bench/rawclients.py: a frame cos
 data_received call; --ws-client websockets / --direct-client httpx use the full libraries).
 Server CPU comes from /proc/<pid>/stat over the window, peak memory from VmHWM, database writes
 from bench.countwrites (an execute_wrapper in the Daphne process, per assistant message id).
---patch NAME measures a proposed backend change (bench/patches) without editing the backend;
 --env KEY=VALUE passes settings to Daphne (e.g. TURN_FLUSH_INTERVAL=5, GENERATE_TITLES=false).
 New conversations get a title from the model after their first answer: one extra upstream
 request per turn here (8 tokens; "upstream requests per turn" in the report).
@@ -397,7 +396,9 @@ async def server_worker(phase: Phase, worker: int, ws, *, same_conversation: boo
                         last_seq = seq
                         event = data["event"]
                         if event["kind"] == "text":
-                            times.append(now)
+                            # One frame may carry several coalesced tokens ("tokN " each).
+                            for _ in range(max(1, event["text"].count(" "))):
+                                times.append(now)
                             texts.append(event["text"])
                         elif event["kind"] == "finished":
                             turn.done = now
@@ -536,7 +537,7 @@ def analyse(phase: Phase, pids: dict[str, int]) -> dict:
                 for k in ("requests", "streams_completed", "streams_abandoned", "tokens_sent")}
     result = {
         "phase": phase.name, "concurrency": phase.concurrency, "tokens": phase.tokens,
-        "gap_ms": phase.gap_ms, "ttft_ms": phase.ttft_ms, "ramp_s": phase.ramp,
+        "gap_ms_configured": phase.gap_ms, "ttft_ms_configured": phase.ttft_ms, "ramp_s": phase.ramp,
         "window_s": elapsed,
         "turns_started": len(phase.turns), "turns_measured": len(measured),
         "latency_population": "turns started in the window" if measured else "all turns",
@@ -674,9 +675,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ws-client", choices=("raw", "websockets"), default="raw",
                    help="raw: bench/rawclients.py (cheap); websockets: the websockets package")
     p.add_argument("--direct-client", choices=("raw", "httpx"), default="raw")
-    p.add_argument("--patch", action="append", default=[],
-                   choices=("dispatch", "sqlite-persistent", "layer"),
-                   help="what-if backend change from bench/patches (repeatable); none by default")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for Daphne, e.g. TURN_FLUSH_INTERVAL=5")
     p.add_argument("--settings", default="bench.settings_bench",
@@ -800,12 +798,11 @@ def _run(args, procs: Processes, tmp: Path) -> int:
     daphne = procs.start(
         [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
         env={**env, "DJANGO_SETTINGS_MODULE": args.settings,
-             "BENCH_WRITES_FILE": str(writes_file), "BENCH_PATCH": ",".join(args.patch),
+             "BENCH_WRITES_FILE": str(writes_file),
              **dict(item.split("=", 1) for item in args.env)},
         log=daphne_log)
     wait_http(f"http://127.0.0.1:{port}/login/", daphne, daphne_log)
     print(f"daphne 127.0.0.1:{port} (pid {daphne.pid}); {len(sessions)} users"
-          + (f"; WHAT-IF patches: {', '.join(args.patch)}" if args.patch else "")
           + (f"; env {' '.join(args.env)}" if args.env else ""), flush=True)
 
     profile_out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-daphne.pyspy.txt"

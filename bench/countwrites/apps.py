@@ -98,9 +98,6 @@ class CountWritesConfig(AppConfig):
         from django.db.backends.signals import connection_created
 
         connection_created.connect(_install, dispatch_uid="bench.countwrites")
-        from bench.patches import apply_runtime
-
-        apply_runtime()
         path = os.environ.get("BENCH_WRITES_FILE")
         if path:
             threading.Thread(target=_dump_forever, args=(path,), daemon=True,
