@@ -5,7 +5,7 @@ LLM_* settings. Resolution happens once per turn, at its start."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.db.models import Q
@@ -41,22 +41,18 @@ def default_server_config() -> ProviderConfig:
 
 
 def server_config(server: ModelServer | None) -> ProviderConfig:
-    if server is None:
-        return default_server_config()
+    """A registered model server's config; what it does not set comes from the default's."""
     default = default_server_config()
-    return ProviderConfig(
+    if server is None:
+        return default
+    return replace(
+        default,
         name=server.name,
         kind=server.kind,
         base_url=server.base_url,
         api_key=server.api_key,
-        timeouts=Timeouts(
-            connect=default.timeouts.connect,
-            first_token=server.first_token_timeout,
-            gap=default.timeouts.gap,
-            total=default.timeouts.total,
-        ),
+        timeouts=replace(default.timeouts, first_token=server.first_token_timeout),
         max_concurrency=server.max_concurrency,
-        max_retries=default.max_retries,
     )
 
 

@@ -35,6 +35,8 @@ class SendResult:
     assistant_message: Message
     # False when the client key had been seen: nothing new was stored and no turn must start.
     created: bool
+    # The conversation was made by this send (it has no earlier messages).
+    new_conversation: bool = False
 
 
 def _clean_text(text: Any) -> str:
@@ -145,7 +147,7 @@ def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) 
     )
     if not new:  # a new conversation's updated_at is already now
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
-    return SendResult(conversation, user_message, reply, created=True)
+    return SendResult(conversation, user_message, reply, created=True, new_conversation=new)
 
 
 def do_regenerate(*, user, conversation_id: uuid.UUID | str, message_id: int) -> SendResult:

@@ -4,7 +4,6 @@ nobody edits them here, and only superusers may delete."""
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from conversations.models import Conversation, Message, ToolCall
@@ -92,6 +91,3 @@ class ToolCallAdmin(AuditAdminMixin, admin.ModelAdmin):
     @admin.display(description="User", ordering="message__conversation__owner__username")
     def user(self, obj: ToolCall) -> str:
         return obj.message.conversation.owner.get_username()
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[ToolCall]:
-        return super().get_queryset(request)

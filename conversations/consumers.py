@@ -195,13 +195,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         result = prepared.result
         self.user = prepared.user
         conversation_id = str(result.conversation.pk)
-        if conversation_id != self.watching:
+        # A socket already watching the conversation is in sync; one that sends into another
+        # conversation joins it (the state follows the ack), and a new conversation has no
+        # earlier events to catch up on.
+        join = conversation_id != self.watching and not result.new_conversation
+        if conversation_id != self.watching and result.new_conversation:
             await self._leave()
             self.watching = conversation_id
             await turns.watch(conversation_id=conversation_id, watcher=self)
-            if result.created:
-                # A new conversation has no earlier events: nothing to catch up on.
-                self._synced_at({})
+            self._synced_at({})
         await self._send({
             "type": "ack", "client_key": client_key, "duplicate": not result.created,
             "conversation": conversation_dict(result.conversation),
@@ -212,7 +214,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_send(
                 turns.user_group(self.user_id),
                 {"type": "conversation.changed", "conversation": conversation_id})
-        else:
+        if join or not result.created:
+            # After the turn started, so its owner answers the state request at once.
             await self._watch(conversation_id)
 
     # --- joining ------------------------------------------------------------------------------

@@ -438,24 +438,34 @@ class _ProcessControl:
                 await self.unwatch(conversation_id, watcher)
 
     async def _read(self, layer) -> None:
+        # This loop is how stops and state requests reach this process's turns: one bad
+        # message, or a passing channel-layer error, must not end it.
         while True:
-            message = await layer.receive(self.channel)
-            if message["type"] == "turn.event":
-                # Another process's turn; this process's own events were delivered directly.
-                if message.get("origin") != self.channel:
-                    await self.deliver(message["conversation"], message)
-                continue
-            turn = self.turns.get(message.get("conversation", ""))
-            if turn is None:
-                continue
-            if message["type"] == "turn.stop":
-                turn.stop()
-            elif message["type"] == "turn.state" and message.get("reply_to"):
-                await layer.send(
-                    message["reply_to"],
-                    {"type": "turn.snapshot", "conversation": turn.conversation_id,
-                     "snapshot": turn.snapshot()},
-                )
+            try:
+                await self._handle_control(layer, await layer.receive(self.channel))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("control channel %s: message not handled", self.channel)
+                await asyncio.sleep(0.1)
+
+    async def _handle_control(self, layer, message: dict[str, Any]) -> None:
+        if message["type"] == "turn.event":
+            # Another process's turn; this process's own events were delivered directly.
+            if message.get("origin") != self.channel:
+                await self.deliver(message["conversation"], message)
+            return
+        turn = self.turns.get(message.get("conversation", ""))
+        if turn is None:
+            return
+        if message["type"] == "turn.stop":
+            turn.stop()
+        elif message["type"] == "turn.state" and message.get("reply_to"):
+            await layer.send(
+                message["reply_to"],
+                {"type": "turn.snapshot", "conversation": turn.conversation_id,
+                 "snapshot": turn.snapshot()},
+            )
 
 
 _controls: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ProcessControl] = (

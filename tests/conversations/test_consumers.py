@@ -274,3 +274,21 @@ async def test_a_burst_of_tokens_is_coalesced_into_fewer_frames_in_order(fake_ll
     seqs = [f["seq"] for f in frames if f["type"] == "turn"] + [done["seq"]]
     assert seqs == list(range(1, len(seqs) + 1))
     await comm.disconnect()
+
+
+async def test_sending_into_a_conversation_from_a_fresh_socket_shows_its_history(fake_llm):
+    user = await new_user()
+    first = await connect(user)
+    ack = await start(first, directive(tokens=2))
+    await until(first, finished)
+    await first.disconnect()
+    # A new tab (watching nothing) answers in that conversation.
+    other = await connect(user)
+    await start(other, directive(tokens=3), conversation=ack["conversation"]["id"])
+    state, _ = await until(other, lambda f: f["type"] == "conversation")
+    assert [m["content"] for m in state["messages"][:2]] == [directive(tokens=2),
+                                                             expected_tokens(2)]
+    shown = state["messages"][-1]["content"]
+    done, frames = await until(other, finished)
+    assert shown + text_of(frames) == expected_tokens(3)
+    await other.disconnect()
