@@ -347,11 +347,17 @@ class Turn:
             await asyncio.sleep(interval)
             interval = min(interval * 2, settings.TURN_FLUSH_MAX_INTERVAL)
             # Written even when nothing changed: the write is also the turn's heartbeat.
-            await database_sync_to_async(actions.do_flush_message)(
-                message_id=self.message_id, content="".join(self.text),
-                reasoning="".join(self.reasoning), status=self.status, last_seq=self.seq,
-                model=self.model, first_token_at=self.first_token_at,
-            )
+            try:
+                await self._flush_once()
+            except Exception:  # a busy or briefly unreachable database: try at the next one
+                logger.exception("could not store the progress of turn %s", self.message_id)
+
+    async def _flush_once(self) -> None:
+        await database_sync_to_async(actions.do_flush_message)(
+            message_id=self.message_id, content="".join(self.text),
+            reasoning="".join(self.reasoning), status=self.status, last_seq=self.seq,
+            model=self.model, first_token_at=self.first_token_at,
+        )
 
     async def _finish(self) -> None:
         running = [c for c in self.tool_calls.values() if c.status == "running"]
