@@ -587,8 +587,14 @@ async def request_state(*, conversation_id: Any, reply_to: str) -> None:
     )
 
 
-async def wait_for_turns() -> None:
-    """Wait until this process's running turns end (tests, graceful shutdown)."""
-    control = await _control()
-    while control.tasks:
-        await asyncio.gather(*list(control.tasks), return_exceptions=True)
+async def wait_for_turns(*, timeout: float | None = None) -> None:
+    """Wait until the turns running on this event loop end; after `timeout` seconds, cancel
+    those still running (they keep their text as interrupted). For tests and shutdown."""
+    control = _controls.get(asyncio.get_running_loop())
+    if control is None or not control.tasks:
+        return
+    _, pending = await asyncio.wait(list(control.tasks), timeout=timeout)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=5)

@@ -4,6 +4,7 @@ from channels.layers import channel_layers
 from django.db import connections
 
 from agents.providers import close_all
+from conversations import turns
 
 
 @pytest.fixture(autouse=True)
@@ -13,6 +14,8 @@ async def _fresh_loop_resources():
     PostgreSQL teardown hangs on them (STACK.md)."""
     channel_layers.backends.clear()
     yield
+    # A turn a test did not wait for must not outlive the test's loop half-way.
+    await turns.wait_for_turns(timeout=5)
     await close_all()
     for layer in list(channel_layers.backends.values()):
         flush = getattr(layer, "flush", None)
