@@ -220,18 +220,22 @@ async def chat_completions(request: Request) -> Any:
         rendered = openai_wire.render_stream(
             plan, model=model, include_usage=include_usage, prompt_tokens=prompt_tokens
         )
-        return PacedStream(
-            state=state,
-            headers=_SSE_HEADERS,
-            head=b"",
-            frames=rendered.frames,
-            tail=rendered.tail,
-            pacing=_pacing(plan, started),
-        )
+        return _stream(state, plan, started, head=b"", frames=rendered.frames,
+                       tail=rendered.tail)
+    return _body(state, plan, started,
+                 openai_wire.render_body(plan, model=model, prompt_tokens=prompt_tokens))
+
+
+def _stream(state: FakeState, plan: Plan, started: float, *, head: bytes, frames, tail) -> Any:
+    return PacedStream(state=state, headers=_SSE_HEADERS, head=head, frames=frames, tail=tail,
+                       pacing=_pacing(plan, started))
+
+
+def _body(state: FakeState, plan: Plan, started: float, body: bytes) -> Any:
     return DelayedBody(
         state=state,
         headers=_JSON_HEADERS,
-        body=openai_wire.render_body(plan, model=model, prompt_tokens=prompt_tokens),
+        body=body,
         tokens=len(plan.reasoning) + len(plan.text),
         frame_count=_frame_count(plan),
         pacing=_pacing(plan, started),
@@ -271,22 +275,10 @@ async def messages(request: Request) -> Any:
     model = body["model"]
     if body.get("stream") is True:
         rendered = anthropic_wire.render_stream(plan, model=model, prompt=prompt)
-        return PacedStream(
-            state=state,
-            headers=_SSE_HEADERS,
-            head=rendered.head,
-            frames=rendered.frames,
-            tail=rendered.tail,
-            pacing=_pacing(plan, started),
-        )
-    return DelayedBody(
-        state=state,
-        headers=_JSON_HEADERS,
-        body=anthropic_wire.render_body(plan, model=model, prompt=prompt),
-        tokens=len(plan.reasoning) + len(plan.text),
-        frame_count=_frame_count(plan),
-        pacing=_pacing(plan, started),
-    )
+        return _stream(state, plan, started, head=rendered.head, frames=rendered.frames,
+                       tail=rendered.tail)
+    return _body(state, plan, started,
+                 anthropic_wire.render_body(plan, model=model, prompt=prompt))
 
 
 # --- Models and control endpoints ---------------------------------------------------------------

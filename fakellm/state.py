@@ -93,18 +93,8 @@ class FakeState:
             self.set_config(self.initial_config)
 
     def stats(self) -> Stats:
-        c = self.counters
-        return Stats(
-            requests=c.requests,
-            by_status=dict(c.by_status),
-            streams_started=c.streams_started,
-            streams_completed=c.streams_completed,
-            streams_abandoned=c.streams_abandoned,
-            streams_dropped=c.streams_dropped,
-            responses_abandoned=c.responses_abandoned,
-            tokens_sent=c.tokens_sent,
-            active_streams=self.active_streams,
-        )
+        # asdict copies by_status, so the snapshot never changes under its reader.
+        return Stats(**dataclasses.asdict(self.counters), active_streams=self.active_streams)
 
     def count_status(self, status: int) -> None:
         self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
