@@ -608,7 +608,7 @@ PROFILE_BUCKETS = (
     ("channel layer expiry sweep (_clean_expired, per message)", ("_clean_expired",)),
     ("publish: json.dumps + group_send fan-out (tasks, deepcopy)",
      ("Turn.publish", "InMemoryChannelLayer.group_send", "InMemoryChannelLayer.send")),
-    ("upstream read: httpx/httpcore/h11, httpx_sse, timeouts, provider, loop generators",
+    ("upstream read: httpx/httpcore/h11, SSE parsing, provider, loop generators",
      ("Turn._stream", "generate_title")),
     ("consumer: layer receive, await_many_dispatch, turn_event",
      ("InMemoryChannelLayer.receive", "await_many_dispatch")),

@@ -12,15 +12,17 @@ import email.utils
 import json
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from agents.events import ProviderError
+from agents.providers._pool import StackPoolTransport
+from agents.providers._sse import Event, SSEParser
 from agents.providers.base import ProviderConfig, Timeouts
 
 # Server error texts are shown to users; long HTML error pages from proxies are not useful.
@@ -33,14 +35,13 @@ def make_client(config: ProviderConfig) -> httpx.AsyncClient:
     Only the connect timeout is left to httpx; first-token, gap and total are enforced around the
     SSE iteration (a socket read timeout cannot tell "thinking before the first token" from
     "stalled mid-answer"). The pool is unbounded because `agents.resilience` already limits
-    concurrency per provider; a second, smaller limit here would queue turns invisibly.
+    concurrency per provider; a second, smaller limit here would queue turns invisibly. It keeps
+    as many idle connections as the provider may have streams (see `_pool`).
     """
     t = config.timeouts
     return httpx.AsyncClient(
         timeout=httpx.Timeout(None, connect=t.connect, write=t.connect, pool=t.connect),
-        limits=httpx.Limits(
-            max_connections=None, max_keepalive_connections=min(config.max_concurrency, 100)
-        ),
+        transport=StackPoolTransport(max_idle=config.max_concurrency),
     )
 
 
@@ -283,55 +284,106 @@ class StreamClock:
 
 
 class TimedEvents:
-    """The SSE events of a response, each wait bounded by the clock's current deadline."""
+    """The SSE events of a response, each wait for more bytes bounded by the clock's deadline.
+
+    One timer per stream instead of a timeout scope per read (a timer armed and cancelled for
+    every token was a measurable share of a busy server's CPU). A read records its deadline; the
+    timer, armed at the earliest deadline, fires, finds that later reads moved the deadline on,
+    and sleeps again until it; only a read still waiting at its own deadline is cancelled, and
+    the cancellation is turned into the clock's timeout error. Time the consumer spends between
+    reads is never cut short: no read is waiting then.
+    """
 
     def __init__(
-        self, *, events: AsyncIterator[ServerSentEvent], clock: StreamClock, errors: ErrorContext
+        self, *, chunks: AsyncIterator[bytes], clock: StreamClock, errors: ErrorContext
     ) -> None:
-        self._events = events
+        self._chunks = chunks
+        self._parser = SSEParser()
+        self._ready: deque[Event] = deque()
+        self._eof = False
         self.clock = clock
         self._errors = errors
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._deadline = math.inf
+        self._phase: TimeoutPhase = "total"
+        self._reader: asyncio.Task | None = None
+        self._expired = False
 
     def __aiter__(self) -> TimedEvents:
         return self
 
-    async def __anext__(self) -> ServerSentEvent:
-        deadline, phase = self.clock.next_deadline()
+    async def __anext__(self) -> Event:
+        ready = self._ready
+        while not ready:
+            if self._eof:
+                raise StopAsyncIteration
+            chunk = await self._read()
+            if chunk is None:
+                self._eof = True
+            else:
+                ready.extend(self._parser.feed(chunk))
+        return ready.popleft()
+
+    async def _read(self) -> bytes | None:
+        self._deadline, self._phase = deadline, phase = self.clock.next_deadline()
+        if deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = self._loop.call_at(deadline, self._on_timer), deadline
+        task = self._reader = asyncio.current_task()
+        cancelling = task.cancelling()
         try:
-            # A timeout scope around this one await only: a scope spanning the adapter's `yield`
-            # would cancel whatever the consumer happens to be awaiting.
-            async with asyncio.timeout_at(deadline):
-                return await anext(self._events)
-        except TimeoutError:
-            raise self.clock.timeout_error(phase) from None
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+        except asyncio.CancelledError:
+            if self._expired and task.uncancel() <= cancelling:
+                raise self.clock.timeout_error(phase) from None
+            raise
         except httpx.TransportError:
             raise self._errors.dropped() from None
         except httpx.DecodingError as exc:
             raise self._errors.protocol(str(exc)) from None
-        except SSEError as exc:
-            raise self._errors.protocol(str(exc)) from None
+        finally:
+            self._reader = None
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        if self._reader is None:
+            return  # between reads: the next read arms the timer again
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            self._timer_at = self._deadline
+            return
+        self._expired = True
+        self._reader.cancel()
 
     async def drain(self, *, limit: float = 1.0) -> None:
         """Read what follows the end-of-answer event (the chunked-encoding terminator).
 
-        Without this the response is closed half-read and httpcore drops the connection
-        instead of returning it to the pool: every turn would pay a new TCP (and TLS)
-        handshake. Bounded and best effort: the answer is complete whatever happens here.
+        Without this the response is closed half-read and its connection is dropped instead of
+        returned to the pool: every turn would pay a new TCP (and TLS) handshake. Bounded and
+        best effort: the answer is complete whatever happens here.
         """
         try:
             async with asyncio.timeout(limit):
-                async for _ in self._events:
+                async for _ in self._chunks:
                     pass
-        except (TimeoutError, httpx.HTTPError, SSEError):
+        except (TimeoutError, httpx.HTTPError):
             pass
 
     async def aclose(self) -> None:
-        aclose = getattr(self._events, "aclose", None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        aclose = getattr(self._chunks, "aclose", None)
         if aclose is not None:
             await aclose()
 
 
-def parse_json(sse: ServerSentEvent, *, errors: ErrorContext) -> dict[str, Any]:
+def parse_json(sse: Event, *, errors: ErrorContext) -> dict[str, Any]:
     try:
         data = json.loads(sse.data)
     except ValueError:
@@ -385,7 +437,14 @@ async def open_sse(
             raise errors.from_status(
                 status=response.status_code, body=response.content, headers=response.headers
             )
-        events = TimedEvents(events=EventSource(response).aiter_sse(), clock=clock, errors=errors)
+        content_type = response.headers.get("content-type", "")
+        if "text/event-stream" not in content_type:
+            raise errors.protocol(
+                f"expected an event stream, got {content_type or 'no content type'}")
+        # Undecoded bytes unless the server compressed the stream: one layer less per token.
+        encoded = response.headers.get("content-encoding", "identity") not in ("", "identity")
+        chunks = response.aiter_bytes() if encoded else response.aiter_raw()
+        events = TimedEvents(chunks=chunks, clock=clock, errors=errors)
         yield events
     finally:
         if events is not None:

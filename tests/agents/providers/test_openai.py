@@ -331,6 +331,60 @@ async def test_a_stream_that_stalls_hits_the_gap_timeout(fake):
     assert error.message == "The model stopped answering for more than 0.3 s."
 
 
+async def test_time_the_consumer_spends_between_events_does_not_count_against_the_gap(fake):
+    timeouts = Timeouts(connect=1.0, first_token=5.0, gap=0.2, total=10.0)
+    provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
+    seen = []
+    try:
+        async for event in provider.stream(ask({"tokens": 4})):
+            seen.append(event)
+            await asyncio.sleep(0.3)  # e.g. a busy process: longer than the gap each time
+    finally:
+        await provider.aclose()
+
+    assert text_of(seen) == "tok0 tok1 tok2 tok3 "
+
+
+async def test_cancelling_a_stream_from_outside_is_a_cancellation_not_a_timeout(fake):
+    timeouts = Timeouts(connect=1.0, first_token=5.0, gap=0.3, total=10.0)
+    provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
+    task = asyncio.create_task(collect(provider.stream(ask({"tokens": 10, "hang_after": 2}))))
+    try:
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The stream's own timer, armed for the gap, must not fire into anything afterwards.
+        await asyncio.sleep(0.4)
+    finally:
+        await provider.aclose()
+    await fake.await_for(lambda s: s.streams_abandoned == 1, timeout=1.0)
+
+
+async def test_a_200_answer_that_is_not_an_event_stream_is_a_clear_error():
+    async def json_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"choices": []}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(json_server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = OpenAIProvider(config(f"http://127.0.0.1:{port}/v1"))
+    try:
+        _, error = await collect_until_error(provider.stream(ask({"tokens": 1})))
+    finally:
+        await provider.aclose()
+        server.close()
+        await server.wait_closed()
+
+    assert error.kind == "protocol"
+    assert error.message == ("The model server sent something we cannot read: expected an event "
+                             "stream, got application/json")
+
+
 async def test_a_stream_that_takes_too_long_hits_the_total_timeout(fake):
     timeouts = Timeouts(connect=1.0, first_token=5.0, gap=5.0, total=0.4)
     provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
@@ -381,8 +435,8 @@ async def test_a_finished_stream_returns_its_connection_to_the_pool(provider):
     for question in ("one", "two", "three"):
         await collect(provider.stream(ask({"tokens": 3}, text=question)))
 
-    # httpx internals, the only place this shows: one kept-alive connection served all three.
-    (connection,) = provider._client._transport._pool.connections
+    # The pool is the only place this shows: one kept-alive connection served all three.
+    (connection,) = provider._client._transport._pool.connections()
     assert "Request Count: 3" in repr(connection)
 
 
