@@ -1,6 +1,19 @@
 from django.apps import AppConfig
+from django.core.signals import setting_changed
+from django.db.models.signals import post_delete, post_save
 
 
 class AgentsConfig(AppConfig):
     name = "agents"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from agents import definitions
+        from agents.models import Agent, ModelServer
+
+        # Resolved agents are cached per process: any change to the rows behind them clears it.
+        for model in (Agent, ModelServer):
+            for signal in (post_save, post_delete):
+                signal.connect(definitions.agent_rows_changed, sender=model,
+                               dispatch_uid=f"agent-cache-{signal is post_save}-{model.__name__}")
+        setting_changed.connect(definitions.settings_changed, dispatch_uid="agent-cache-settings")

@@ -1,13 +1,18 @@
 """Which system prompt and which models answer a conversation.
 
 An agent is a row of agents.Agent, or, until an admin adds one, the default built from the
-LLM_* settings. Resolution happens once per turn, at its start."""
+LLM_* settings. Resolution happens once per turn, at its start, and is cached per process (see
+resolve_agent)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 
 from agents.models import Agent, ModelServer
@@ -70,9 +75,63 @@ def _fallback_targets(agent: Agent) -> list[tuple[ProviderConfig, str]]:
     return targets
 
 
+# Every turn resolves its agent, and the rows behind it change only when an admin edits them, so
+# each process keeps the resolved specs for a few seconds. A change made through this process's
+# ORM (the admin, a shell) clears them at once, through the signals connected in
+# agents.apps; a change made in another Daphne process, or by SQL, cannot reach this one that
+# way, and is seen here at most AGENT_CACHE_SECONDS later. A bounded delay was chosen over a
+# version stamp read each turn: the stamp would be a query per turn again (the saving is the
+# query, its ORM work and decrypting the server's key), and an edited prompt or model taking
+# effect a few seconds late in other processes is something an admin does not notice.
+AGENT_CACHE_SECONDS = 5.0
+# Read through a name of our own so that tests can move the clock.
+_clock = time.monotonic
+_cache_lock = threading.Lock()
+# agent id (None: the default) -> (expires at, spec).
+_specs: dict[int | None, tuple[float, AgentSpec]] = {}
+# Raised by every invalidation: a spec read from the database before one is not stored after it.
+_generation = 0
+
+
+def clear_agent_cache(**_: Any) -> None:
+    """Forget every resolved spec. Also a signal receiver (hence **_)."""
+    global _generation
+    with _cache_lock:
+        _generation += 1
+        _specs.clear()
+
+
+def agent_rows_changed(*, using: str = "default", **_: Any) -> None:
+    """post_save / post_delete receiver for Agent and ModelServer."""
+    # Now, so that this connection's next read inside the same transaction sees the change, and
+    # again at commit: another thread may have read the old rows in between and stored them.
+    clear_agent_cache()
+    transaction.on_commit(clear_agent_cache, using=using)
+
+
+def settings_changed(*, setting: str, **_: Any) -> None:
+    """setting_changed receiver: the environment's default agent is built from settings."""
+    if setting.startswith("LLM_") or setting == "SYSTEM_PROMPT":
+        clear_agent_cache()
+
+
 def resolve_agent(agent_id: int | None) -> AgentSpec:
     """The agent to use for a conversation: its own, else the admin's default, else the
-    environment's default. Synchronous (ORM): call through database_sync_to_async."""
+    environment's default. Synchronous (ORM): call through database_sync_to_async. May be up
+    to AGENT_CACHE_SECONDS old when the rows were changed by another process."""
+    now = _clock()
+    cached = _specs.get(agent_id)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    generation = _generation
+    spec = _load_agent(agent_id)
+    with _cache_lock:
+        if generation == _generation:
+            _specs[agent_id] = (now + AGENT_CACHE_SECONDS, spec)
+    return spec
+
+
+def _load_agent(agent_id: int | None) -> AgentSpec:
     # One query for both candidates: the conversation's agent and the admin's default.
     wanted = Q(is_default=True) if agent_id is None else Q(pk=agent_id) | Q(is_default=True)
     candidates = list(Agent.objects.select_related("server").filter(wanted, enabled=True))

@@ -59,11 +59,13 @@ def _clean_client_key(client_key: Any) -> str | None:
 
 
 def _existing_send(*, user, client_key: str) -> SendResult | None:
-    user_message = (
-        Message.objects.select_related("conversation")
-        .filter(client_key=client_key, role=Message.Role.USER, conversation__owner=user)
-        .first()
-    )
+    sent = Message.objects.filter(
+        client_key=client_key, role=Message.Role.USER, conversation__owner=user)
+    # Nearly every key is new: a bare probe costs half what loading the pair does (a wider
+    # SELECT with a join and an ordering, all ORM work on the database thread).
+    if not sent.exists():
+        return None
+    user_message = sent.select_related("conversation").first()
     if user_message is None:
         return None
     reply = user_message.children.filter(role=Message.Role.ASSISTANT).order_by("id").first()
@@ -78,10 +80,16 @@ def _interrupt_stale(conversation: Conversation) -> None:
 
 
 def _ensure_idle(conversation: Conversation) -> None:
+    """Call with the conversation locked (see _send): no new turn can then start in it."""
+    unfinished = conversation.messages.filter(
+        status__in=[Message.Status.PENDING, Message.Status.STREAMING])
+    # Usually nothing is unfinished, and one read settles it: with the conversation locked, no
+    # unfinished message can appear before we commit. Otherwise, interrupt the stale ones and
+    # look again (a running turn's flush may have refreshed one meanwhile).
+    if not unfinished.exists():
+        return
     _interrupt_stale(conversation)
-    if conversation.messages.filter(
-        status__in=[Message.Status.PENDING, Message.Status.STREAMING]
-    ).exists():
+    if unfinished.exists():
         raise TurnInProgress("An answer is still being written in this conversation: stop it first.")
 
 
@@ -118,28 +126,30 @@ def do_send_message(
 def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) -> SendResult:
     new = not conversation_id
     if not new:
-        conversation = access_conversation(user=user, conversation_id=conversation_id)
-        # Serialises two sends into one conversation (a no-op lock on SQLite, which already
+        # Locked: serialises two sends into one conversation (a no-op on SQLite, which already
         # serialises writers).
-        Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
+        conversation = access_conversation(user=user, conversation_id=conversation_id,
+                                           for_update=True)
         _ensure_idle(conversation)
     else:
         if agent_id is not None and not Agent.objects.filter(pk=agent_id, enabled=True).exists():
             raise InvalidInput("That agent does not exist or is disabled.")
         conversation = Conversation.objects.create(owner=user, agent_id=agent_id, source=source)
+    # Only the parent's id is needed: loading the row would read the whole previous answer.
     if new:
-        parent_message = None
+        parent_id = None
     elif parent == AUTO:
-        parent_message = conversation.messages.order_by("-created_at", "-id").first()
+        parent_id = conversation.messages.order_by("-created_at", "-id").values_list(
+            "pk", flat=True).first()
     elif parent is None:
-        parent_message = None
+        parent_id = None
     else:
-        parent_message = conversation.messages.filter(pk=parent).first()
-        if parent_message is None:
+        parent_id = conversation.messages.filter(pk=parent).values_list("pk", flat=True).first()
+        if parent_id is None:
             raise InvalidInput("The message to answer is not in this conversation.")
     user_message = Message.objects.create(
         conversation=conversation, role=Message.Role.USER, content=text, client_key=client_key,
-        parent=parent_message, status=Message.Status.COMPLETE,
+        parent_id=parent_id, status=Message.Status.COMPLETE,
     )
     reply = Message.objects.create(
         conversation=conversation, role=Message.Role.ASSISTANT, parent=user_message,
@@ -153,10 +163,11 @@ def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) 
 def do_regenerate(*, user, conversation_id: uuid.UUID | str, message_id: int) -> SendResult:
     """A new answer to the same user message, as a sibling branch of `message_id`."""
     with transaction.atomic():
-        conversation = access_conversation(user=user, conversation_id=conversation_id)
-        Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
+        conversation = access_conversation(user=user, conversation_id=conversation_id,
+                                           for_update=True)
         _ensure_idle(conversation)
-        old = conversation.messages.filter(pk=message_id, role=Message.Role.ASSISTANT).first()
+        old = (conversation.messages.select_related("parent")
+               .filter(pk=message_id, role=Message.Role.ASSISTANT).first())
         if old is None or old.parent is None:
             raise InvalidInput("There is no answer to regenerate there.")
         reply = Message.objects.create(

@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import groupby
 
 from agents.events import ChatMessage, ToolCall
 from conversations.models import Message
+from conversations.models import ToolCall as ToolCallRow
 
 
-def upstream_history(messages: list[Message]) -> list[ChatMessage]:
+def upstream_history(
+    messages: list[Message], *, tool_calls: dict[int, list[ToolCallRow]] | None = None
+) -> list[ChatMessage]:
     """The branch as the model expects it: user and assistant turns, an assistant turn split at
     its tool calls into text, calls, results, more text. Earlier reasoning is not sent back: no
-    provider needs it for finished turns, and it would cost tokens."""
+    provider needs it for finished turns, and it would cost tokens.
+
+    `tool_calls`: the assistant messages' calls by message id (selectors.tool_calls_by_message);
+    when None, each message's own (prefetched) `tool_calls`."""
     history: list[ChatMessage] = []
     for message in messages:
         if message.role == Message.Role.USER:
             history.append(ChatMessage(role="user", content=message.content))
         elif message.role == Message.Role.ASSISTANT:
-            history.extend(_assistant_turn(message))
+            calls = (message.tool_calls.all() if tool_calls is None
+                     else tool_calls.get(message.pk, ()))
+            history.extend(_assistant_turn(message, calls))
     return history
 
 
-def _assistant_turn(message: Message) -> list[ChatMessage]:
+def _assistant_turn(message: Message, calls: Iterable[ToolCallRow]) -> list[ChatMessage]:
     out: list[ChatMessage] = []
-    calls = sorted(message.tool_calls.all(), key=lambda c: (c.round, c.id))
+    calls = sorted(calls, key=lambda c: (c.round, c.id))
     position = 0
     for _round, group in groupby(calls, key=lambda c: c.round):
         group = list(group)

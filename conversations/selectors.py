@@ -18,15 +18,18 @@ class ConversationNotFound(Exception):
     pass
 
 
-def access_conversation(*, user, conversation_id: uuid.UUID | str) -> Conversation:
+def access_conversation(*, user, conversation_id: uuid.UUID | str,
+                        for_update: bool = False) -> Conversation:
+    """`for_update`: lock the row until the caller's transaction ends (it must be in one)."""
     try:
         conversation_id = uuid.UUID(str(conversation_id))
     except ValueError:
         raise ConversationNotFound from None
     if not (user and user.is_authenticated and user.is_active):
         raise ConversationNotFound
+    rows = Conversation.objects.select_for_update() if for_update else Conversation.objects
     try:
-        return Conversation.objects.get(pk=conversation_id, owner=user, is_deleted=False)
+        return rows.get(pk=conversation_id, owner=user, is_deleted=False)
     except Conversation.DoesNotExist:
         raise ConversationNotFound from None
 
@@ -36,12 +39,16 @@ def conversations_for(*, user) -> QuerySet[Conversation]:
     return Conversation.objects.filter(owner=user, is_deleted=False).order_by("-updated_at")
 
 
-def branch(*, conversation: Conversation, leaf_id: int | None = None) -> list[Message]:
+def branch(*, conversation: Conversation, leaf_id: int | None = None,
+           with_tool_calls: bool = True) -> list[Message]:
     """The messages from the first one to `leaf_id` (default: the newest message), following
-    parents: the conversation as the user sees it on one branch. One query."""
-    messages = list(
-        conversation.messages.order_by("created_at", "id").prefetch_related("tool_calls")
-    )
+    parents: the conversation as the user sees it on one branch. Two queries, the second
+    prefetching every message's tool calls; one with `with_tool_calls=False` (then
+    `tool_calls.all()` costs a query per message: use tool_calls_by_message)."""
+    messages = conversation.messages.order_by("created_at", "id")
+    if with_tool_calls:
+        messages = messages.prefetch_related("tool_calls")
+    messages = list(messages)
     if not messages:
         return []
     by_id = {m.pk: m for m in messages}
@@ -61,6 +68,18 @@ def branch(*, conversation: Conversation, leaf_id: int | None = None) -> list[Me
         node = by_id.get(node.parent_id) if node.parent_id else None
     path.reverse()
     return path
+
+
+def tool_calls_by_message(*, message_ids: list[int]) -> dict[int, list[ToolCall]]:
+    """The tool calls of these messages, by message id, unordered (as a prefetch gives them).
+    One query, none for no ids. Cheaper than prefetching for a long branch: a prefetch does ORM
+    work for every message, this only for every call."""
+    if not message_ids:
+        return {}
+    calls: dict[int, list[ToolCall]] = {}
+    for call in ToolCall.objects.filter(message_id__in=message_ids):
+        calls.setdefault(call.message_id, []).append(call)
+    return calls
 
 
 def siblings(*, messages: list[Message], conversation: Conversation) -> dict[int, list[int]]:

@@ -24,6 +24,7 @@ from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ObjectDoesNotExist
 from django.utils import timezone
 
 from agents.definitions import AgentSpec, resolve_agent
@@ -43,7 +44,7 @@ from agents.providers import get_provider
 from conversations import actions
 from conversations.history import upstream_history
 from conversations.models import Message
-from conversations.selectors import branch, message_dict
+from conversations.selectors import branch, message_dict, tool_calls_by_message
 from conversations.titles import generate_title
 
 logger = logging.getLogger(__name__)
@@ -514,19 +515,28 @@ def prepare_turn(
     """Everything a send needs from the database, in one trip to the database thread: the
     user checked again, the messages stored by `action(user)`, what the client is told, and
     (for a new message) the agent and the history. Synchronous."""
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
-    if user is None:
-        raise UserInactive
+    try:
+        # get(), not first(): a lookup by key needs no ORDER BY (less ORM work per send).
+        user = get_user_model().objects.get(pk=user_id, is_active=True)
+    except ObjectDoesNotExist:
+        raise UserInactive from None
     result = action(user)
     reply_tools = [] if result.created else None
     spec = history = None
     if result.created:
         # A first message (a new conversation, or an edit of the first message) is the whole
         # branch: no need to load the conversation.
-        messages = ([result.user_message] if result.user_message.parent_id is None
-                    else branch(conversation=result.conversation, leaf_id=result.user_message.pk))
+        if result.user_message.parent_id is None:
+            messages, calls = [result.user_message], {}
+        else:
+            # Only the answers' tool calls matter here, fetched without a prefetch's work for
+            # every message of the branch.
+            messages = branch(conversation=result.conversation, leaf_id=result.user_message.pk,
+                              with_tool_calls=False)
+            calls = tool_calls_by_message(message_ids=[
+                m.pk for m in messages if m.role == Message.Role.ASSISTANT])
         spec = resolve_agent(result.conversation.agent_id)
-        history = upstream_history(messages)
+        history = upstream_history(messages, tool_calls=calls)
     return PreparedTurn(
         user=user,
         result=result,

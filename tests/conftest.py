@@ -18,6 +18,16 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_agent_cache():
+    # Resolved agents are cached per process (agents.definitions), and a test's rows vanish at
+    # its end by a rollback or a flush, which send no signal to clear it: each test starts
+    # without it.
+    from agents.definitions import clear_agent_cache
+
+    clear_agent_cache()
+
+
 @pytest.fixture(scope="session")
 def fake_llm_server():
     """The fake OpenAI-compatible model server, one per test session."""
