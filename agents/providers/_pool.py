@@ -9,7 +9,8 @@ have been closed by the server) and checks only that one.
 
 Everything else stays httpx's and httpcore's: the connection objects, timeouts carried in the
 request extensions, TLS, and the mapping of errors to httpx exceptions (the transport is httpx's,
-with this pool in place of its own). Private to `agents.providers`.
+with this pool in place of its own). Connections reach the network through plain asyncio streams
+(`_network`). Private to `agents.providers`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import AsyncIterator
 import httpcore
 import httpx
 
+from agents.providers._network import AsyncioBackend
+
 
 class StackPool:
     """What httpx's transport needs of a pool: `handle_async_request` and `aclose`."""
@@ -29,13 +32,15 @@ class StackPool:
         self._ssl_context = ssl_context
         self._max_idle = max_idle
         self._keepalive_expiry = keepalive_expiry
+        self._network = AsyncioBackend()
         # By (scheme, host, port): httpcore.Origin is not hashable.
         self._idle: dict[tuple[bytes, bytes, int], list[httpcore.AsyncHTTPConnection]] = {}
         self._busy: set[httpcore.AsyncHTTPConnection] = set()
 
     def _new_connection(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
         return httpcore.AsyncHTTPConnection(
-            origin=origin, ssl_context=self._ssl_context, keepalive_expiry=self._keepalive_expiry)
+            origin=origin, ssl_context=self._ssl_context, keepalive_expiry=self._keepalive_expiry,
+            network_backend=self._network)
 
     async def _idle_connection(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
         stack = self._idle.get(_key(origin))
@@ -133,7 +138,8 @@ class _ReleasingStream:
 class StackPoolTransport(httpx.AsyncHTTPTransport):
     """httpx's transport (request conversion, error mapping) over a `StackPool`."""
 
-    def __init__(self, *, max_idle: int, keepalive_expiry: float = 5.0) -> None:
+    def __init__(self, *, max_idle: int, keepalive_expiry: float = 5.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__()
-        self._pool = StackPool(ssl_context=httpx.create_ssl_context(), max_idle=max_idle,
-                               keepalive_expiry=keepalive_expiry)
+        self._pool = StackPool(ssl_context=ssl_context or httpx.create_ssl_context(),
+                               max_idle=max_idle, keepalive_expiry=keepalive_expiry)

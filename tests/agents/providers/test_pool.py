@@ -10,51 +10,7 @@ import httpx
 import pytest
 
 from agents.providers._pool import StackPoolTransport
-
-
-class CountingServer:
-    """HTTP/1.1 with keep-alive. GET /ok answers at once; /slow sends 3 chunks 50 ms apart;
-    /bye answers, then closes the connection 50 ms later, as a server's idle timeout would."""
-
-    def __init__(self) -> None:
-        self.accepted = 0
-        self.closed = 0
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                path = head.split(b" ", 2)[1]
-                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-                for _ in range(3 if path == b"/slow" else 1):
-                    writer.write(b"5\r\nhello\r\n")
-                    await writer.drain()
-                    if path == b"/slow":
-                        await asyncio.sleep(0.05)
-                writer.write(b"0\r\n\r\n")
-                await writer.drain()
-                if path == b"/bye":
-                    await asyncio.sleep(0.05)
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except ConnectionError:
-                pass
-            self.closed += 1
-
-    async def stop(self) -> None:
-        self.server.close()
-        await self.server.wait_closed()
+from tests.agents.providers.rawserver import CountingServer
 
 
 @pytest.fixture
