@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -415,6 +416,14 @@ class _ProcessControl:
         count = await database_sync_to_async(actions.do_interrupt_stale_turns)()
         if count:
             logger.warning("marked %d turn(s) of a stopped process as interrupted", count)
+        _before_server_stops(self.shutdown)
+
+    async def shutdown(self) -> None:
+        """The server is stopping (SIGTERM, SIGINT): every turn of this process ends now and
+        stores all the text it has, as interrupted; the user can retry it after the restart."""
+        if self.tasks:
+            logger.warning("server stopping: interrupting %d running turn(s)", len(self.tasks))
+        await wait_for_turns(timeout=0)
 
     async def watch(self, conversation_id: str, watcher: Watcher) -> None:
         """Start delivering the conversation's events to `watcher`. Returns once events from
@@ -473,6 +482,20 @@ class _ProcessControl:
                 {"type": "turn.snapshot", "conversation": turn.conversation_id,
                  "snapshot": turn.snapshot()},
             )
+
+
+def _before_server_stops(shutdown: Callable[[], Any]) -> None:
+    """Under Daphne, have Twisted run `shutdown()` (a coroutine function) when the server is
+    asked to stop, and wait for it before stopping the loop. Elsewhere (tests, management
+    commands) there is no server to stop, and nothing to do."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not getattr(reactor, "running", False):
+        return
+    from twisted.internet import defer
+
+    loop = asyncio.get_running_loop()
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(loop.create_task(shutdown())))
 
 
 _controls: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ProcessControl] = (
