@@ -271,6 +271,8 @@ async def test_a_burst_of_tokens_is_coalesced_into_fewer_frames_in_order(fake_ll
     texts = [f for f in frames if f["type"] == "turn" and f["event"]["kind"] == "text"]
     assert text_of(frames) == expected_tokens(400)
     assert len(texts) < 400
+    # The first token is never held back to be merged (right after the "model" event).
+    assert texts[0]["event"]["text"] == "tok0 "
     seqs = [f["seq"] for f in frames if f["type"] == "turn"] + [done["seq"]]
     assert seqs == list(range(1, len(seqs) + 1))
     await comm.disconnect()
