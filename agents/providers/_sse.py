@@ -56,6 +56,9 @@ class SSEParser:
 
 
 def _parse_block(block: bytes) -> Event | None:
+    if block.startswith(b"data: ") and b"\n" not in block:
+        # Nearly every event of a model stream: one data line.
+        return Event(event="message", data=block[6:].decode("utf-8", "replace"))
     data: list[bytes] = []
     kind = b""
     for line in block.split(b"\n"):
