@@ -54,15 +54,17 @@ class StackPool:
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         origin = request.url.origin
         connection = await self._idle_connection(origin)
-        while True:
+        for attempt in range(2):
             self._busy.add(connection)
             try:
                 response = await connection.handle_async_request(request)
                 break
             except httpcore.ConnectionNotAvailable:
-                # Taken by nothing else (connections here serve one request at a time), but
-                # httpcore may say so of a connection that failed to become usable: use a new one.
+                # A kept connection that turned unusable between the check and the request:
+                # one new connection instead. A new one saying so is an error.
                 self._busy.discard(connection)
+                if attempt:
+                    raise
                 connection = self._new_connection(origin)
             except BaseException:
                 self._busy.discard(connection)

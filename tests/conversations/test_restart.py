@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.conversations.test_two_processes import free_port, start_daphne, wait_listening
-from tests.conversations.test_consumers import expected_tokens
+from tests.conversations.processes import free_port, start_daphne, wait_listening
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def expected_tokens(n: int) -> str:
+    return "".join(f"tok{i} " for i in range(n))
 
 
 @pytest.fixture
