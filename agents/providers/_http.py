@@ -307,7 +307,6 @@ class TimedEvents:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._deadline = math.inf
-        self._phase: TimeoutPhase = "total"
         self._reader: asyncio.Task | None = None
         self._expired = False
 
@@ -327,7 +326,8 @@ class TimedEvents:
         return ready.popleft()
 
     async def _read(self) -> bytes | None:
-        self._deadline, self._phase = deadline, phase = self.clock.next_deadline()
+        deadline, phase = self.clock.next_deadline()
+        self._deadline = deadline
         if deadline < self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
