@@ -13,8 +13,8 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -393,6 +393,26 @@ def parse_json(sse: Event, *, errors: ErrorContext) -> dict[str, Any]:
     return data
 
 
+@contextmanager
+def _transport_errors(errors: ErrorContext) -> Iterator[None]:
+    """httpx's connection failures as the ProviderErrors users see."""
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+        raise errors.cannot_connect() from None
+    except httpx.TransportError:
+        # Connected, then lost before the answer arrived: same remedy as a failed connect.
+        raise errors.dropped() from None
+
+
+def _check_status(response: httpx.Response, *, errors: ErrorContext) -> None:
+    """An HTTP error status as a ProviderError; the body must have been read."""
+    if response.is_error:
+        raise errors.from_status(
+            status=response.status_code, body=response.content, headers=response.headers
+        )
+
+
 @asynccontextmanager
 async def open_sse(
     *,
@@ -422,21 +442,14 @@ async def open_sse(
     try:
         deadline, phase = clock.next_deadline()
         try:
-            async with asyncio.timeout_at(deadline):
-                response = await client.send(request, stream=True)
-                if response.is_error:
-                    await response.aread()
+            with _transport_errors(errors):
+                async with asyncio.timeout_at(deadline):
+                    response = await client.send(request, stream=True)
+                    if response.is_error:
+                        await response.aread()
         except TimeoutError:
             raise clock.timeout_error(phase) from None
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
-            raise errors.cannot_connect() from None
-        except httpx.TransportError:
-            # Connected, then lost before the headers arrived: same remedy as a failed connect.
-            raise errors.dropped() from None
-        if response.is_error:
-            raise errors.from_status(
-                status=response.status_code, body=response.content, headers=response.headers
-            )
+        _check_status(response, errors=errors)
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
             raise errors.protocol(
@@ -463,22 +476,16 @@ async def get_json(
 ) -> Any:
     """GET a small JSON document (model lists), with the same error mapping as streams."""
     try:
-        async with asyncio.timeout(timeouts.connect + timeouts.first_token):
-            response = await client.get(url, headers=headers)
+        with _transport_errors(errors):
+            async with asyncio.timeout(timeouts.connect + timeouts.first_token):
+                response = await client.get(url, headers=headers)
     except TimeoutError:
         raise ProviderError(
             f"The model server at {public_url(errors.base_url)} did not answer in time.",
             kind="timeout",
             retryable=True,
         ) from None
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
-        raise errors.cannot_connect() from None
-    except httpx.TransportError:
-        raise errors.dropped() from None
-    if response.is_error:
-        raise errors.from_status(
-            status=response.status_code, body=response.content, headers=response.headers
-        )
+    _check_status(response, errors=errors)
     try:
         return response.json()
     except ValueError:
