@@ -15,7 +15,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from agents.loop import Target
 from agents.models import Agent, ModelServer
+from agents.providers import get_provider
 from agents.providers.base import ProviderConfig, Timeouts
 
 
@@ -26,6 +28,12 @@ class AgentSpec:
     system_prompt: str
     # Main model first, then fallbacks: (provider config, model name).
     targets: tuple[tuple[ProviderConfig, str], ...]
+
+
+def live_targets(spec: AgentSpec) -> list[Target]:
+    """The agent's models (main, then fallbacks) on this event loop's pooled providers: the one
+    place turns and titles get their providers. Call from async code."""
+    return [Target(provider=get_provider(config), model=model) for config, model in spec.targets]
 
 
 def default_server_config() -> ProviderConfig:

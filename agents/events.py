@@ -205,3 +205,10 @@ class ToolCallFinished:
     is_error: bool
     duration_ms: int
     type: Literal["tool_call_finished"] = "tool_call_finished"
+
+
+# What agents.loop.run_turn yields: one typed union, everything a turn's consumer sees (the
+# provider's tool-call requests and finish are folded into the tool-call events and the end of
+# the iteration).
+LoopEvent = (TextDelta | ReasoningDelta | Usage | ModelSelected | Waiting | Retrying
+             | ToolCallStarted | ToolCallFinished)

@@ -1,6 +1,6 @@
 """The agent loop: model → tools → model, bounded, yielding one typed event stream.
 
-`run_turn` knows models and tools, not storage or sockets: `conversations.turns` consumes its
+`run_turn` knows models and tools, not storage or sockets: `conversations.runner` consumes its
 events, numbers them, publishes and persists them.
 """
 
@@ -15,6 +15,7 @@ from agents.events import (
     ChatMessage,
     ChatRequest,
     Finished,
+    LoopEvent,
     ReasoningDelta,
     TextDelta,
     ToolCall,
@@ -55,9 +56,9 @@ async def run_turn(
     before_tool_call: BeforeToolCall | None = None,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
     max_tokens: int | None = None,
-) -> AsyncIterator[object]:
-    """Yield provider events (text, reasoning, usage, finish), resilience events (waiting,
-    retrying, model selected) and tool-call events, until the model answers without tools.
+) -> AsyncIterator[LoopEvent]:
+    """Yield provider events (text, reasoning, usage), resilience events (waiting, retrying,
+    model selected) and tool-call events, until the model answers without tools.
 
     Usage is summed over rounds and yielded once per round as it arrives. Raises ProviderError
     when the model fails; whatever was yielded before stays valid (the caller keeps it)."""
@@ -125,6 +126,17 @@ async def run_turn(
             )
         if last_round:
             return
+
+
+async def complete_text(*, targets: Sequence[Target], request: ChatRequest) -> str:
+    """One answer's text, through the same retries, fallbacks and concurrency limit as a turn
+    (titles use it). `request.model` is replaced by each target's. Raises ProviderError."""
+    parts: list[str] = []
+    async for event in stream_with_retries(
+            providers_and_models=[(t.provider, t.model) for t in targets], request=request):
+        if event.type == "text":
+            parts.append(event.text)
+    return "".join(parts)
 
 
 async def _call_tool(

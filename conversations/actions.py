@@ -13,15 +13,23 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.models import Agent
+from conversations.groups import announce_changed_on_commit
 from conversations.models import Conversation, Message, ToolCall
+from conversations.payloads import UsageView
 from conversations.selectors import ConversationNotFound, access_conversation
 
 AUTO: Final = "auto"
 INTERRUPTED_ERROR = "The server stopped while writing this answer; the text so far is kept."
+CANCELLED_TOOL = "Cancelled: the answer ended before the tool finished."
 
 
 class InvalidInput(Exception):
-    """Bad input from a user; the message says what to change."""
+    """Bad input from a user; the message says what to change. `code` is the socket's error
+    code: "bad_frame" for a value of the wrong type, "invalid" for one a person can fix."""
+
+    def __init__(self, message: str, *, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class TurnInProgress(Exception):
@@ -72,23 +80,15 @@ def _existing_send(*, user, client_key: str) -> SendResult | None:
     return SendResult(user_message.conversation, user_message, reply, created=False)
 
 
-def _interrupt_stale(conversation: Conversation) -> None:
-    cutoff = timezone.now() - timedelta(seconds=settings.TURN_STALE_AFTER)
-    conversation.messages.filter(
-        status__in=[Message.Status.PENDING, Message.Status.STREAMING], updated_at__lt=cutoff
-    ).update(status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR, finished_at=timezone.now())
-
-
 def _ensure_idle(conversation: Conversation) -> None:
     """Call with the conversation locked (see _send): no new turn can then start in it."""
-    unfinished = conversation.messages.filter(
-        status__in=[Message.Status.PENDING, Message.Status.STREAMING])
+    unfinished = conversation.messages.filter(status__in=Message.UNFINISHED_STATUSES)
     # Usually nothing is unfinished, and one read settles it: with the conversation locked, no
     # unfinished message can appear before we commit. Otherwise, interrupt the stale ones and
     # look again (a running turn's flush may have refreshed one meanwhile).
     if not unfinished.exists():
         return
-    _interrupt_stale(conversation)
+    do_interrupt_stale_turns(conversation=conversation)
     if unfinished.exists():
         raise TurnInProgress("An answer is still being written in this conversation: stop it first.")
 
@@ -192,22 +192,23 @@ def do_flush_message(
 def do_finish_message(
     *, message_id: int, content: str, reasoning: str, reasoning_signature: str,
     reasoning_ms: int | None, status: str, error: str, last_seq: int, model: str,
-    first_token_at: datetime | None, usage: dict[str, int], cancel_running_tools: bool = False,
+    first_token_at: datetime | None, usage: UsageView, cancel_running_tools: bool = False,
+    finished_at: datetime | None = None,
 ) -> None:
-    now = timezone.now()
+    """The end of a turn, whatever its outcome. Calls still running then (stopped, failed,
+    interrupted) never finish: with `cancel_running_tools` they are marked cancelled."""
+    now = finished_at or timezone.now()
     if cancel_running_tools:
-        # Calls still running when the turn ended (stopped, failed, interrupted) never finish.
         ToolCall.objects.filter(message_id=message_id, finished_at__isnull=True).update(
             status=ToolCall.Status.CANCELLED, is_error=True, finished_at=now,
-            result="Cancelled: the answer ended before the tool finished.",
+            result=CANCELLED_TOOL,
         )
     Message.objects.filter(pk=message_id).update(
         content=content, reasoning=reasoning, reasoning_signature=reasoning_signature,
         reasoning_ms=reasoning_ms, status=status, error=error, last_seq=last_seq, model=model,
         first_token_at=first_token_at, finished_at=now, updated_at=now,
-        input_tokens=usage.get("input_tokens", 0), output_tokens=usage.get("output_tokens", 0),
-        reasoning_tokens=usage.get("reasoning_tokens", 0),
-        cached_tokens=usage.get("cached_tokens", 0),
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        reasoning_tokens=usage.reasoning_tokens, cached_tokens=usage.cached_tokens,
     )
 
 
@@ -229,23 +230,27 @@ def do_finish_tool_call(*, message_id: int, call_id: str, result: str, is_error:
     )
 
 
-def do_interrupt_stale_turns() -> int:
-    """Mark every turn whose process died as interrupted (at start-up). Returns how many."""
+def do_mark_tool_call(*, message_id: int, call_id: str, status: str) -> None:
+    """A running call's state while it waits for a decision (awaiting_approval, running)."""
+    ToolCall.objects.filter(message_id=message_id, call_id=call_id).update(status=status)
+
+
+def do_interrupt_stale_turns(*, conversation: Conversation | None = None) -> int:
+    """Mark turns whose process died as interrupted, keeping their text: every such turn (at a
+    process's start), or one conversation's (when it is read or sent into). A running turn
+    writes at least every TURN_FLUSH_MAX_INTERVAL, so one not written for TURN_STALE_AFTER is
+    dead. Returns how many."""
+    rows = conversation.messages if conversation is not None else Message.objects
     cutoff = timezone.now() - timedelta(seconds=settings.TURN_STALE_AFTER)
-    return Message.objects.filter(
-        status__in=[Message.Status.PENDING, Message.Status.STREAMING], updated_at__lt=cutoff
-    ).update(status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR, finished_at=timezone.now())
-
-
-def do_interrupt_if_stale(*, conversation: Conversation) -> None:
-    """When a conversation is read: a turn left streaming by a dead process becomes interrupted."""
-    _interrupt_stale(conversation)
+    return rows.filter(status__in=Message.UNFINISHED_STATUSES, updated_at__lt=cutoff).update(
+        status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR, finished_at=timezone.now())
 
 
 def do_delete_conversation(*, user, conversation_id: uuid.UUID | str) -> None:
     """Hide a conversation from its owner; the audit keeps every row."""
     conversation = access_conversation(user=user, conversation_id=conversation_id)
     Conversation.objects.filter(pk=conversation.pk).update(is_deleted=True, deleted_at=timezone.now())
+    announce_changed_on_commit(user_id=user.pk, conversation_id=conversation.pk)
 
 
 def do_rename_conversation(*, user, conversation_id: uuid.UUID | str, title: Any) -> Conversation:
@@ -254,12 +259,13 @@ def do_rename_conversation(*, user, conversation_id: uuid.UUID | str, title: Any
     conversation = access_conversation(user=user, conversation_id=conversation_id)
     conversation.title = " ".join(title.split())[:200]
     conversation.save(update_fields=["title", "updated_at"])
+    announce_changed_on_commit(user_id=user.pk, conversation_id=conversation.pk)
     return conversation
 
 
 __all__ = [
     "AUTO", "ConversationNotFound", "InvalidInput", "SendResult", "TurnInProgress",
     "do_delete_conversation", "do_finish_message", "do_finish_tool_call", "do_flush_message",
-    "do_interrupt_if_stale", "do_interrupt_stale_turns", "do_record_tool_call", "do_regenerate",
+    "do_interrupt_stale_turns", "do_mark_tool_call", "do_record_tool_call", "do_regenerate",
     "do_rename_conversation", "do_send_message",
 ]

@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class ConversationsConfig(AppConfig):
     name = "conversations"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from conversations import hooks
+        from conversations.titles import title_after_first_exchange
+
+        # Built-in hooks, registered once per process (ready() may run again in tests).
+        if title_after_first_exchange not in hooks.registered("turn_finished"):
+            hooks.register("turn_finished", title_after_first_exchange)

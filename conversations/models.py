@@ -66,7 +66,9 @@ class Message(models.Model):
         FAILED = "failed", "Failed"  # the model server failed; error says why
         INTERRUPTED = "interrupted", "Interrupted"  # the process running the turn died
 
-    FINAL_STATUSES = (Status.COMPLETE, Status.STOPPED, Status.FAILED, Status.INTERRUPTED)
+    # A turn is writing the message (or its process died before it could say otherwise): the
+    # one list of them (the schema's check constraint and index spell it out for migrations).
+    UNFINISHED_STATUSES = (Status.PENDING, Status.STREAMING)
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.PROTECT, related_name="messages"

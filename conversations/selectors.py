@@ -4,12 +4,8 @@ user's id and a missing id raise the same ConversationNotFound (404 everywhere).
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
-from typing import Any
 
-from django.conf import settings
 from django.db.models import QuerySet
-from django.utils import timezone
 
 from conversations.models import Conversation, Message, ToolCall
 
@@ -97,66 +93,3 @@ def siblings(*, messages: list[Message], conversation: Conversation) -> dict[int
         .values_list("id", flat=True)
     )
     return {m.pk: (by_parent.get(m.parent_id, [m.pk]) if m.parent_id else roots) for m in messages}
-
-
-def is_stale(message: Message) -> bool:
-    """A streaming message not written for TURN_STALE_AFTER seconds belongs to a dead process:
-    the running turn writes at least every TURN_FLUSH_INTERVAL."""
-    if message.status not in (Message.Status.PENDING, Message.Status.STREAMING):
-        return False
-    return message.updated_at < timezone.now() - timedelta(seconds=settings.TURN_STALE_AFTER)
-
-
-def tool_call_dict(call: ToolCall) -> dict[str, Any]:
-    duration = None
-    if call.started_at and call.finished_at:
-        duration = int((call.finished_at - call.started_at).total_seconds() * 1000)
-    return {
-        "id": call.call_id,
-        "name": call.tool_name,
-        "server": call.server,
-        "arguments": call.arguments,
-        "result": call.result,
-        "is_error": call.is_error,
-        "status": call.status,
-        "round": call.round,
-        "text_offset": call.text_offset,
-        "duration_ms": duration,
-    }
-
-
-def message_dict(message: Message, *, tool_calls: list[ToolCall] | None = None) -> dict[str, Any]:
-    """What a client sees of a message. No secrets, no internals beyond the audit's own view.
-    Pass `tool_calls` when they are known (a message just made has none) to save a query."""
-    return {
-        "id": message.pk,
-        "role": message.role,
-        "content": message.content,
-        "reasoning": message.reasoning,
-        "reasoning_ms": message.reasoning_ms,
-        "status": message.status,
-        "model": message.model,
-        "error": message.error,
-        "parent": message.parent_id,
-        "client_key": message.client_key,
-        "created_at": message.created_at.isoformat() if message.created_at else None,
-        "finished_at": message.finished_at.isoformat() if message.finished_at else None,
-        "usage": {
-            "input_tokens": message.input_tokens,
-            "output_tokens": message.output_tokens,
-            "reasoning_tokens": message.reasoning_tokens,
-            "cached_tokens": message.cached_tokens,
-        },
-        "tool_calls": [tool_call_dict(c) for c in (
-            message.tool_calls.all() if tool_calls is None else tool_calls)],
-        "seq": message.last_seq,
-    }
-
-
-def conversation_dict(conversation: Conversation) -> dict[str, Any]:
-    return {
-        "id": str(conversation.pk),
-        "title": conversation.title,
-        "agent": conversation.agent_id,
-        "updated_at": conversation.updated_at.isoformat(),
-    }

@@ -1,4 +1,8 @@
-"""Titles for conversations: asked of the model after the first exchange, stored as plain text."""
+"""Titles for conversations: asked of the model after the first exchange, stored as plain text.
+
+`title_after_first_exchange` is a turn_finished hook (registered in conversations.apps); the
+request goes through the same retries, fallbacks and concurrency limit as an answer.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,15 @@ import logging
 import re
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from django.conf import settings
 
-from agents.definitions import AgentSpec
-from agents.events import ChatMessage, ChatRequest, ProviderError, TextDelta
-from agents.providers import get_provider
-from conversations.models import Conversation
+from agents.definitions import AgentSpec, live_targets
+from agents.events import ChatMessage, ChatRequest, ProviderError
+from agents.loop import complete_text
+from conversations.groups import announce_changed
+from conversations.hooks import TurnContext
+from conversations.models import Conversation, Message
+from conversations.payloads import MessageView
 
 logger = logging.getLogger(__name__)
 
@@ -35,24 +42,26 @@ def _store(conversation_id: str, title: str) -> bool:
     return bool(Conversation.objects.filter(pk=conversation_id, title="").update(title=title))
 
 
+async def title_after_first_exchange(ctx: TurnContext, message: MessageView) -> None:
+    if (message.status == Message.Status.COMPLETE and settings.GENERATE_TITLES
+            and len(ctx.history) == 1):
+        await generate_title(conversation_id=ctx.conversation_id, user_id=ctx.user_id,
+                             spec=ctx.spec, history=ctx.history, answer=message.content)
+
+
 async def generate_title(*, conversation_id: str, user_id: int, spec: AgentSpec,
-                         history: list[ChatMessage], answer: str) -> None:
-    config, model = spec.targets[0]
+                         history: tuple[ChatMessage, ...], answer: str) -> None:
     request = ChatRequest(
-        model=model,
+        model=spec.targets[0][1],
         messages=(*history, ChatMessage(role="assistant", content=answer[:4000]),
                   ChatMessage(role="user", content=TITLE_PROMPT)),
         max_tokens=30,
     )
-    parts: list[str] = []
     try:
-        async for event in get_provider(config).stream(request):
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
+        raw = await complete_text(targets=live_targets(spec), request=request)
     except ProviderError as exc:
         logger.info("no title for %s: %s", conversation_id, exc.message)
         return
-    title = clean_title("".join(parts))
+    title = clean_title(raw)
     if title and await database_sync_to_async(_store)(conversation_id, title):
-        await get_channel_layer().group_send(
-            f"user.{user_id}", {"type": "conversation.changed", "conversation": conversation_id})
+        await announce_changed(user_id=user_id, conversation_id=conversation_id)

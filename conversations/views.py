@@ -8,24 +8,19 @@ that is not the caller's, and need the CSRF token on POST (header X-CSRFToken).
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from functools import wraps
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from agents.models import Agent
-from conversations import actions, turns
+from conversations import actions
 from conversations.search import BadCursor, conversation_page
-from conversations.selectors import ConversationNotFound, access_conversation, conversation_dict
-
-logger = logging.getLogger(__name__)
+from conversations.payloads import conversation_payload
+from conversations.selectors import ConversationNotFound, access_conversation
 
 SIDEBAR_PAGE = 50
 MAX_PAGE = 100
@@ -65,7 +60,6 @@ def chat(request: HttpRequest, conversation_id=None) -> HttpResponse:
             "agents": _agents(),
             "user": request.user.get_username(),
         },
-        "model_server": settings.LLM_BASE_URL,
     })
 
 
@@ -93,16 +87,6 @@ def _body(request: HttpRequest) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _changed(*, user_id: int, conversation_id: str) -> None:
-    """Tell the user's other tabs to refetch their sidebar."""
-    try:
-        async_to_sync(get_channel_layer().group_send)(
-            turns.user_group(user_id),
-            {"type": "conversation.changed", "conversation": conversation_id})
-    except Exception:  # the change is stored; other tabs catch up on their next refetch
-        logger.exception("could not announce a change to conversation %s", conversation_id)
-
-
 @require_POST
 @_json_login_required
 def conversation_rename(request: HttpRequest, conversation_id) -> JsonResponse:
@@ -114,8 +98,7 @@ def conversation_rename(request: HttpRequest, conversation_id) -> JsonResponse:
         return JsonResponse({"error": "No such conversation."}, status=404)
     except actions.InvalidInput as exc:
         return JsonResponse({"error": str(exc)}, status=400)
-    _changed(user_id=request.user.pk, conversation_id=str(conversation.pk))
-    return JsonResponse({"conversation": conversation_dict(conversation)})
+    return JsonResponse({"conversation": conversation_payload(conversation)})
 
 
 @require_POST
@@ -126,5 +109,4 @@ def conversation_delete(request: HttpRequest, conversation_id) -> JsonResponse:
         actions.do_delete_conversation(user=request.user, conversation_id=conversation_id)
     except ConversationNotFound:
         return JsonResponse({"error": "No such conversation."}, status=404)
-    _changed(user_id=request.user.pk, conversation_id=str(conversation_id))
     return JsonResponse({"deleted": str(conversation_id)})

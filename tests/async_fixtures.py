@@ -4,7 +4,7 @@ from channels.layers import channel_layers
 from django.db import connections
 
 from agents.providers import close_all
-from conversations import turns
+from conversations import broker
 
 
 @pytest.fixture(autouse=True)
@@ -15,7 +15,7 @@ async def _fresh_loop_resources():
     channel_layers.backends.clear()
     yield
     # A turn a test did not wait for must not outlive the test's loop half-way.
-    await turns.wait_for_turns(timeout=5)
+    await broker.wait_for_turns(timeout=5)
     await close_all()
     for layer in list(channel_layers.backends.values()):
         flush = getattr(layer, "flush", None)

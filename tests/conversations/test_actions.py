@@ -18,6 +18,7 @@ from conversations.actions import (
     do_send_message,
 )
 from conversations.models import Message
+from conversations.payloads import UsageView
 from conversations.selectors import ConversationNotFound, branch
 from conversations.titles import _store as store_title
 from tests.factories import make_user
@@ -131,6 +132,6 @@ def test_the_writes_of_a_turn_are_one_statement_each(user, django_assert_num_que
         do_finish_message(message_id=sent.assistant_message.pk, content="Some text.",
                           reasoning="", reasoning_signature="", reasoning_ms=None,
                           status="complete", error="", last_seq=5, model="m",
-                          first_token_at=None, usage={"output_tokens": 3})
+                          first_token_at=None, usage=UsageView(output_tokens=3))
     with django_assert_num_queries(1):
         assert store_title(str(sent.conversation.pk), "A title")

@@ -10,7 +10,7 @@ from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
 from chatsite.asgi import application
-from conversations import turns
+from conversations import broker
 from conversations.models import Message
 from tests.conversations.ws import connect, finished, receive, send, text_of, until
 from tests.factories import make_conversation, make_message, make_user
@@ -116,7 +116,7 @@ async def test_closing_the_tab_does_not_stop_or_repeat_the_turn(fake_llm):
     comm = await connect(user)
     ack = await start(comm, directive(tokens=20, gap_ms=20))
     await comm.disconnect()
-    await asyncio.wait_for(turns.wait_for_turns(), 10)
+    await asyncio.wait_for(broker.wait_for_turns(), 10)
     reply = await Message.objects.aget(pk=ack["assistant_message"]["id"])
     assert (reply.status, reply.content) == ("complete", expected_tokens(20))
     stats = fake_llm.stats()

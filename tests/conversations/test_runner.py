@@ -1,4 +1,4 @@
-"""Turns under faults: what the user sees when the model server misbehaves."""
+"""The turn runner seen through a socket: faults, retries, fallbacks, tools, writes."""
 
 import json
 
@@ -6,7 +6,6 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from agents.models import Agent
-from conversations import actions, turns
 from conversations.models import Message
 from tests.conversations.ws import connect, finished, send, text_of, until
 from tests.factories import make_user
@@ -216,51 +215,3 @@ async def test_each_rounds_reasoning_is_its_own_paragraph(fake_llm):
     _, frames, stored = await run(directive(reasoning="Think.", tool_calls=[
         {"name": "lookup", "arguments": {}}]))
     assert stored.reasoning == "Think.\n\nThink."
-
-
-def prepare(user, *, conversation=None, key=None, text="Hello") -> turns.PreparedTurn:
-    """A send's trip to the database, as the socket makes it."""
-    return turns.prepare_turn(user_id=user.pk, action=lambda u: actions.do_send_message(
-        user=u, conversation_id=conversation, text=text, client_key=key))
-
-
-def answered(prepared: turns.PreparedTurn) -> turns.PreparedTurn:
-    """Its answer finished, so that the conversation takes the next message."""
-    Message.objects.filter(pk=prepared.result.assistant_message.pk).update(
-        status="complete", content="An answer.")
-    return prepared
-
-
-def test_a_new_conversations_send_costs_at_most_seven_statements(django_assert_max_num_queries):
-    """Hot path, once per turn: the user checked again, the client key probed, then BEGIN, the
-    conversation, the message pair, COMMIT. The agent comes from the process's cache."""
-    user = make_user()
-    prepare(user, key="k-1")  # the process's first turn resolves the agent
-    with django_assert_max_num_queries(7):
-        prepared = prepare(user, key="k-2")
-    assert prepared.result.created and prepared.result.new_conversation
-    assert [m.content for m in prepared.history] == ["Hello"]
-
-
-def test_a_send_into_a_conversation_costs_at_most_twelve_statements(
-        django_assert_max_num_queries):
-    """Hot path: as above, plus the conversation locked, checked idle and its newest message
-    found, its recency updated, and the branch and its tool calls read for the history."""
-    user = make_user()
-    conversation = answered(prepare(user, key="k-1")).result.conversation.pk
-    answered(prepare(user, conversation=conversation, key="k-2"))
-    with django_assert_max_num_queries(12):
-        prepared = prepare(user, conversation=conversation, key="k-3")
-    assert [m.role for m in prepared.history] == ["user", "assistant"] * 2 + ["user"]
-
-
-def test_a_changed_default_agent_answers_the_next_turn():
-    user = make_user()
-    agent = Agent.objects.create(name="Helper", slug="helper", model="m1", is_default=True,
-                                 system_prompt="One.")
-    first = answered(prepare(user))
-    assert (first.spec.system_prompt, first.spec.targets[0][1]) == ("One.", "m1")
-    agent.system_prompt, agent.model = "Two.", "m2"
-    agent.save()  # as the admin does
-    second = prepare(user, conversation=first.result.conversation.pk)
-    assert (second.spec.system_prompt, second.spec.targets[0][1]) == ("Two.", "m2")
