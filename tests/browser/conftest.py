@@ -31,7 +31,9 @@ from django.test import Client  # noqa: E402
 
 from tests.factories import make_user  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian's chromium unless CHROMIUM names another; scripts/need-chromium (run by `make test`)
+# installs Debian's or says what to install.
+CHROMIUM = os.environ.get("CHROMIUM") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
@@ -43,6 +45,12 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.exit(
+            f"The browser tests need chromium at {CHROMIUM}: run `make test-browser` (installs"
+            " Debian's chromium as root) or `sudo apt-get install chromium`, or set CHROMIUM",
+            returncode=1,
+        )
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
 
 
