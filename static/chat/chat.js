@@ -344,6 +344,7 @@ function onTurn(frame) {
       m.detail = "";
       break;
     case "tool_call_started":
+    case "tool_call_updated":
     case "tool_call_finished": {
       if (m.reasoningStartedAt && !m.reasoningEndedAt) m.reasoningEndedAt = performance.now();
       const calls = (m.tool_calls || []).filter((c) => c.id !== ev.call.id);
