@@ -8,7 +8,7 @@ class AgentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from agents import definitions
+        from agents import definitions, fields
         from agents.models import Agent, ModelServer
 
         # Resolved agents are cached per process: any change to the rows behind them clears it.
@@ -17,3 +17,4 @@ class AgentsConfig(AppConfig):
                 signal.connect(definitions.agent_rows_changed, sender=model,
                                dispatch_uid=f"agent-cache-{signal is post_save}-{model.__name__}")
         setting_changed.connect(definitions.settings_changed, dispatch_uid="agent-cache-settings")
+        setting_changed.connect(fields.key_settings_changed, dispatch_uid="field-keys-settings")
