@@ -50,6 +50,8 @@ def default_server_config() -> ProviderConfig:
         ),
         max_concurrency=settings.LLM_MAX_CONCURRENCY,
         max_retries=settings.LLM_MAX_RETRIES,
+        # One for every server: registered ones inherit it through server_config.
+        transport=settings.LLM_HTTP_TRANSPORT,
     )
 
 

@@ -38,7 +38,24 @@ def _secret_key() -> str:
     return path.read_text().strip()
 
 
+def _field_encryption_key() -> str:
+    key = env.text("FIELD_ENCRYPTION_KEY")
+    # Unset is fine (agents.fields derives its key from SECRET_KEY); a short key is not, since
+    # it alone guards every API key in a database dump.
+    if key and (len(key) < 32 or len(set(key)) < 5):
+        raise ImproperlyConfigured(
+            "FIELD_ENCRYPTION_KEY is too weak: use at least 32 random characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+        )
+    return key
+
+
 SECRET_KEY = _secret_key()
+# Older keys, still accepted while a rotation is under way: Django checks signatures (sessions,
+# password resets) against them, and agents.fields decrypts stored secrets with them.
+SECRET_KEY_FALLBACKS = env.csv("SECRET_KEY_FALLBACKS")
+FIELD_ENCRYPTION_KEY = _field_encryption_key()
+FIELD_ENCRYPTION_KEY_FALLBACKS = env.csv("FIELD_ENCRYPTION_KEY_FALLBACKS")
 ALLOWED_HOSTS = env.csv("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env.csv("CSRF_TRUSTED_ORIGINS")
 for _origin in CSRF_TRUSTED_ORIGINS:
@@ -203,6 +220,9 @@ SERVE_STATIC = env.flag("SERVE_STATIC", default=True)
 
 # WebSocket frames larger than this are refused by the consumer (bytes).
 WS_MAX_FRAME_BYTES = env.integer("WS_MAX_FRAME_BYTES", 256 * 1024, minimum=1024)
+# Small frames to a socket go straight onto its TCP socket when nothing is buffered
+# (conversations/socket_writer.py); false sends every frame through Daphne's own path.
+WS_DIRECT_WRITE = env.flag("WS_DIRECT_WRITE", default=True)
 # Longest user message accepted (characters).
 MAX_MESSAGE_CHARS = env.integer("MAX_MESSAGE_CHARS", 100_000, minimum=100)
 
@@ -218,6 +238,9 @@ LLM_CONNECT_TIMEOUT = env.number("LLM_CONNECT_TIMEOUT", 10.0, minimum=0.01)
 LLM_FIRST_TOKEN_TIMEOUT = env.number("LLM_FIRST_TOKEN_TIMEOUT", 120.0, minimum=0.01)
 LLM_GAP_TIMEOUT = env.number("LLM_GAP_TIMEOUT", 60.0, minimum=0.01)
 LLM_TOTAL_TIMEOUT = env.number("LLM_TOTAL_TIMEOUT", 900.0, minimum=0.01)
+# `pooled`: our keep-alive pool on asyncio streams; `stock`: httpx's own transport, the way out
+# if an httpx or httpcore upgrade breaks ours (agents/providers/_transport.py).
+LLM_HTTP_TRANSPORT = env.choice("LLM_HTTP_TRANSPORT", "pooled", choices=("pooled", "stock"))
 # Ask the model for a short title after a conversation's first exchange.
 GENERATE_TITLES = env.flag("GENERATE_TITLES", default=True)
 SYSTEM_PROMPT = env.text("SYSTEM_PROMPT", "You are a helpful assistant.")

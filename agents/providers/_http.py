@@ -21,8 +21,8 @@ from typing import Any, Literal
 import httpx
 
 from agents.events import ProviderError
-from agents.providers._pool import StackPoolTransport
 from agents.providers._sse import Event, SSEParser
+from agents.providers._transport import make_transport
 from agents.providers.base import ProviderConfig, Timeouts
 
 # Server error texts are shown to users; long HTML error pages from proxies are not useful.
@@ -34,14 +34,14 @@ def make_client(config: ProviderConfig) -> httpx.AsyncClient:
 
     Only the connect timeout is left to httpx; first-token, gap and total are enforced around the
     SSE iteration (a socket read timeout cannot tell "thinking before the first token" from
-    "stalled mid-answer"). The pool is unbounded because `agents.resilience` already limits
-    concurrency per provider; a second, smaller limit here would queue turns invisibly. It keeps
-    as many idle connections as the provider may have streams (see `_pool`).
+    "stalled mid-answer"). The pool, of the transport `config.transport` names, is unbounded
+    because `agents.resilience` already limits concurrency per provider, and keeps as many idle
+    connections as the provider may have streams (see `_transport`).
     """
     t = config.timeouts
     return httpx.AsyncClient(
         timeout=httpx.Timeout(None, connect=t.connect, write=t.connect, pool=t.connect),
-        transport=StackPoolTransport(max_idle=config.max_concurrency),
+        transport=make_transport(config.transport, max_idle=config.max_concurrency),
     )
 
 

@@ -59,12 +59,15 @@ class StackPool:
             try:
                 response = await connection.handle_async_request(request)
                 break
-            except httpcore.ConnectionNotAvailable:
+            except httpcore.ConnectionNotAvailable as exc:
                 # A kept connection that turned unusable between the check and the request:
-                # one new connection instead. A new one saying so is an error.
+                # one new connection instead. A new one refusing too is a failure to connect,
+                # raised as one: httpx would pass ConnectionNotAvailable on unmapped, and the
+                # turn would fail as "an error on our server" instead of being retried.
                 self._busy.discard(connection)
                 if attempt:
-                    raise
+                    raise httpcore.ConnectError(
+                        f"no usable connection to {origin} after a new one") from exc
                 connection = self._new_connection(origin)
             except BaseException:
                 self._busy.discard(connection)

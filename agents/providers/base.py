@@ -15,6 +15,8 @@ from typing import Literal, Protocol
 from agents.events import ChatRequest, ProviderEvent
 
 ProviderKind = Literal["openai", "anthropic"]
+# Which HTTP transport carries the requests; see agents.providers._transport.
+HttpTransport = Literal["pooled", "stock"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,7 @@ class ProviderConfig:
     max_retries: int = 3
     # Upper bound on the total time spent waiting between retries of one request.
     max_retry_wait: float = 30.0
+    transport: HttpTransport = "pooled"
 
 
 class Provider(Protocol):

@@ -23,7 +23,9 @@ def load_settings(*, env: dict[str, str], tmp_path: Path) -> subprocess.Complete
 
 def run(args: list[str], *, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items()
-             if k not in {"DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}}
+             if k not in {"DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS",
+                          "SECRET_KEY_FALLBACKS", "FIELD_ENCRYPTION_KEY",
+                          "FIELD_ENCRYPTION_KEY_FALLBACKS"}}
     clean.update({"DATA_DIR": str(tmp_path)}, **env)
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=clean, capture_output=True,
@@ -38,16 +40,31 @@ def run(args: list[str], *, env: dict[str, str], tmp_path: Path) -> subprocess.C
         ("REDIS_URL", "localhost:6379", "REDIS_URL must be a URL starting with"),
         ("DEBUG", "maybe", "DEBUG must be true or false"),
         ("SECRET_KEY", "short", "SECRET_KEY is too weak"),
+        ("FIELD_ENCRYPTION_KEY", "x" * 20 + "abcdefghijk", "FIELD_ENCRYPTION_KEY is too weak"),
         ("LLM_BASE_URL", "ollama", "LLM_BASE_URL must be a URL"),
         ("LLM_FIRST_TOKEN_TIMEOUT", "soon", "LLM_FIRST_TOKEN_TIMEOUT must be a number"),
         ("CSRF_TRUSTED_ORIGINS", "example.com", "CSRF_TRUSTED_ORIGINS entries must start with"),
         ("LLM_KIND", "gemini", "LLM_KIND must be one of"),
+        ("LLM_HTTP_TRANSPORT", "curl", "LLM_HTTP_TRANSPORT must be one of"),
     ],
 )
 def test_invalid_configuration_stops_the_start_naming_the_variable(name, value, says, tmp_path):
     result = load_settings(env={name: value}, tmp_path=tmp_path)
     assert result.returncode != 0
     assert says in result.stderr
+
+
+def test_rotation_keys_are_read_from_the_environment(tmp_path):
+    code = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'chatsite.settings'; "
+            "django.setup(); from django.conf import settings as s; print(repr(("
+            "s.FIELD_ENCRYPTION_KEY, s.FIELD_ENCRYPTION_KEY_FALLBACKS, s.SECRET_KEY_FALLBACKS)))")
+    field_key = "f" * 10 + "abcdefghijklmnopqrstuvwxyz"
+    result = run(["-c", code], env={"FIELD_ENCRYPTION_KEY": field_key,
+                                    "FIELD_ENCRYPTION_KEY_FALLBACKS": "old-field-1, old-field-2",
+                                    "SECRET_KEY_FALLBACKS": "old-secret"}, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == repr(
+        (field_key, ["old-field-1", "old-field-2"], ["old-secret"]))
 
 
 def test_first_run_needs_no_configuration_and_keeps_its_secret_key(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -42,21 +42,28 @@ def fake(fake_llm_server):
 
 
 @pytest.fixture
-async def provider(fake) -> AsyncIterator[AnthropicProvider]:
+def config(transport) -> Callable[..., ProviderConfig]:
+    """Configs on the test's transport: each test that makes one runs on both."""
+
+    def make(base_url: str, **overrides: Any) -> ProviderConfig:
+        values: dict[str, Any] = {
+            "name": "claude",
+            "kind": "anthropic",
+            "base_url": base_url,
+            "api_key": "sk-ant-test",
+            "timeouts": FAST,
+            "transport": transport,
+        }
+        return ProviderConfig(**(values | overrides))
+
+    return make
+
+
+@pytest.fixture
+async def provider(fake, config) -> AsyncIterator[AnthropicProvider]:
     p = AnthropicProvider(config(fake.base_url))
     yield p
     await p.aclose()
-
-
-def config(base_url: str, **overrides: Any) -> ProviderConfig:
-    values: dict[str, Any] = {
-        "name": "claude",
-        "kind": "anthropic",
-        "base_url": base_url,
-        "api_key": "sk-ant-test",
-        "timeouts": FAST,
-    }
-    return ProviderConfig(**(values | overrides))
 
 
 # --- Streaming ----------------------------------------------------------------------------------
@@ -241,7 +248,7 @@ def test_a_bare_host_gets_the_v1_prefix_other_urls_are_kept():
 # --- Errors -------------------------------------------------------------------------------------
 
 
-async def test_rejected_key_gives_a_readable_message_without_the_key(fake):
+async def test_rejected_key_gives_a_readable_message_without_the_key(fake, config):
     fake.configure(required_api_key="sk-ant-right")
     provider = AnthropicProvider(config(fake.base_url, api_key="sk-ant-wrong-secret"))
     try:
@@ -288,7 +295,7 @@ async def test_connection_dropped_mid_stream_after_some_tokens(provider):
     assert (error.kind, error.retryable) == ("connection", True)
 
 
-async def test_first_token_timeout_counts_the_wait_after_message_start(fake):
+async def test_first_token_timeout_counts_the_wait_after_message_start(fake, config):
     # message_start and ping come at once; only content counts as the first token.
     provider = AnthropicProvider(config(fake.base_url, timeouts=Timeouts(first_token=0.3, gap=0.1, total=10.0)))
     started = time.monotonic()
@@ -301,7 +308,7 @@ async def test_first_token_timeout_counts_the_wait_after_message_start(fake):
     assert (error.kind, error.retryable) == ("timeout", True)
 
 
-async def test_a_stream_that_stalls_hits_the_gap_timeout(fake):
+async def test_a_stream_that_stalls_hits_the_gap_timeout(fake, config):
     provider = AnthropicProvider(config(fake.base_url, timeouts=Timeouts(first_token=5.0, gap=0.3, total=10.0)))
     try:
         seen, error = await collect_until_error(provider.stream(ask({"tokens": 10, "hang_after": 2})))

@@ -1,12 +1,12 @@
-"""The asyncio network layer under httpcore: TLS, certificate checks, timeouts and errors, over
-real sockets."""
+"""The network layer under httpcore: TLS, certificate checks, timeouts and errors, over real
+sockets. On both transports: ours must behave as httpx's own (AnyIO) backend does."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from agents.providers._pool import StackPoolTransport
+from agents.providers._transport import make_transport
 from tests.agents.providers.rawserver import CountingServer, self_signed
 
 
@@ -19,32 +19,33 @@ async def tls(tmp_path):
     await server.stop()
 
 
-async def test_https_with_a_trusted_certificate_streams_and_keeps_the_connection(tls):
+async def test_https_with_a_trusted_certificate_streams_and_keeps_the_connection(
+        tls, transport, kept_connections):
     server, client_context = tls
-    transport = StackPoolTransport(max_idle=4, ssl_context=client_context)
-    async with httpx.AsyncClient(transport=transport) as http:
+    async with httpx.AsyncClient(transport=make_transport(
+            transport, max_idle=4, ssl_context=client_context)) as http:
         async with http.stream("GET", server.url + "/slow") as response:
             chunks = [chunk async for chunk in response.aiter_raw()]
         assert b"".join(chunks) == b"hello" * 3
         assert (await http.get(server.url + "/ok")).text == "hello"
-        (connection,) = transport._pool.connections()
+        (connection,) = kept_connections(http)
         assert connection.info().startswith("'https://localhost")
     assert server.accepted == 1
 
 
-async def test_an_untrusted_certificate_is_refused(tls):
+async def test_an_untrusted_certificate_is_refused(tls, transport):
     server, _ = tls
     # The machine's usual trust store: it does not know the test's certificate.
-    async with httpx.AsyncClient(transport=StackPoolTransport(max_idle=4)) as http:
+    async with httpx.AsyncClient(transport=make_transport(transport, max_idle=4)) as http:
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             await http.get(server.url + "/ok")
 
 
-async def test_a_read_timeout_is_httpx_read_timeout(tmp_path):
+async def test_a_read_timeout_is_httpx_read_timeout(transport):
     server = CountingServer()
     url = await server.start()
     try:
-        async with httpx.AsyncClient(transport=StackPoolTransport(max_idle=4),
+        async with httpx.AsyncClient(transport=make_transport(transport, max_idle=4),
                                      timeout=httpx.Timeout(5.0, read=0.2)) as http:
             with pytest.raises(httpx.ReadTimeout):
                 await http.get(url + "/never")
@@ -52,11 +53,11 @@ async def test_a_read_timeout_is_httpx_read_timeout(tmp_path):
         await server.stop()
 
 
-async def test_a_server_that_closes_mid_answer_is_a_transport_error():
+async def test_a_server_that_closes_mid_answer_is_a_transport_error(transport):
     server = CountingServer()
     url = await server.start()
     try:
-        async with httpx.AsyncClient(transport=StackPoolTransport(max_idle=4)) as http:
+        async with httpx.AsyncClient(transport=make_transport(transport, max_idle=4)) as http:
             async with http.stream("GET", url + "/slow") as response:
                 server.server.close()
                 for writer in list(server.writers):

@@ -7,7 +7,7 @@ import email.utils
 import json
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -48,15 +48,22 @@ def fake(fake_llm_server):
 
 
 @pytest.fixture
-async def provider(fake) -> AsyncIterator[OpenAIProvider]:
+def config(transport) -> Callable[..., ProviderConfig]:
+    """Configs on the test's transport: each test that makes one runs on both."""
+
+    def make(base_url: str, **overrides: Any) -> ProviderConfig:
+        values: dict[str, Any] = {"name": "local", "kind": "openai", "base_url": base_url,
+                                  "timeouts": FAST, "transport": transport}
+        return ProviderConfig(**(values | overrides))
+
+    return make
+
+
+@pytest.fixture
+async def provider(fake, config) -> AsyncIterator[OpenAIProvider]:
     p = OpenAIProvider(config(fake.base_url))
     yield p
     await p.aclose()
-
-
-def config(base_url: str, **overrides: Any) -> ProviderConfig:
-    values: dict[str, Any] = {"name": "local", "kind": "openai", "base_url": base_url, "timeouts": FAST}
-    return ProviderConfig(**(values | overrides))
 
 
 # --- Streaming ----------------------------------------------------------------------------------
@@ -140,7 +147,7 @@ async def test_max_tokens_cut_reports_length(provider):
 # --- What goes upstream -------------------------------------------------------------------------
 
 
-async def test_upstream_body_carries_system_history_tool_results_and_tools(fake):
+async def test_upstream_body_carries_system_history_tool_results_and_tools(fake, config):
     provider = OpenAIProvider(config(fake.base_url, api_key="sk-test-secret"))
     weather = ToolCall(id="call_1", name="get_weather", arguments={"city": "Paris"})
     clock = ToolCall(id="call_2", name="get_time", arguments={})
@@ -219,7 +226,7 @@ async def test_list_models_reaches_the_server(provider):
 # --- Errors -------------------------------------------------------------------------------------
 
 
-async def test_rejected_key_gives_a_readable_message_without_the_key(fake):
+async def test_rejected_key_gives_a_readable_message_without_the_key(fake, config):
     fake.configure(required_api_key="sk-the-right-one")
     provider = OpenAIProvider(config(fake.base_url, api_key="sk-wrong-but-secret"))
     try:
@@ -264,7 +271,7 @@ async def test_server_error_is_retryable(provider):
     assert (error.kind, error.status, error.retryable) == ("server_error", 500, True)
 
 
-async def test_unreachable_server_is_a_retryable_connection_error():
+async def test_unreachable_server_is_a_retryable_connection_error(config):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -291,7 +298,7 @@ async def test_connection_dropped_mid_stream_after_some_tokens(provider, fake):
 # --- Timeouts and closing -----------------------------------------------------------------------
 
 
-async def test_a_server_that_never_answers_hits_the_first_token_timeout(fake):
+async def test_a_server_that_never_answers_hits_the_first_token_timeout(fake, config):
     timeouts = Timeouts(connect=1.0, first_token=0.3, gap=5.0, total=10.0)
     provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
     started = time.monotonic()
@@ -306,7 +313,7 @@ async def test_a_server_that_never_answers_hits_the_first_token_timeout(fake):
     await fake.await_for(lambda s: s.streams_abandoned == 1, timeout=1.0)
 
 
-async def test_slow_first_token_within_the_limit_is_fine(fake):
+async def test_slow_first_token_within_the_limit_is_fine(fake, config):
     timeouts = Timeouts(connect=1.0, first_token=1.0, gap=0.2, total=10.0)
     provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
     try:
@@ -318,7 +325,7 @@ async def test_slow_first_token_within_the_limit_is_fine(fake):
     assert text_of(events) == "tok0 tok1 tok2 "
 
 
-async def test_a_stream_that_stalls_hits_the_gap_timeout(fake):
+async def test_a_stream_that_stalls_hits_the_gap_timeout(fake, config):
     timeouts = Timeouts(connect=1.0, first_token=5.0, gap=0.3, total=10.0)
     provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
     try:
@@ -331,7 +338,7 @@ async def test_a_stream_that_stalls_hits_the_gap_timeout(fake):
     assert error.message == "The model stopped answering for more than 0.3 s."
 
 
-async def test_time_the_consumer_spends_between_events_does_not_count_against_the_gap(fake):
+async def test_time_the_consumer_spends_between_events_does_not_count_against_the_gap(fake, config):
     timeouts = Timeouts(connect=1.0, first_token=5.0, gap=0.2, total=10.0)
     provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
     seen = []
@@ -345,7 +352,7 @@ async def test_time_the_consumer_spends_between_events_does_not_count_against_th
     assert text_of(seen) == "tok0 tok1 tok2 tok3 "
 
 
-async def test_cancelling_a_stream_from_outside_is_a_cancellation_not_a_timeout(fake):
+async def test_cancelling_a_stream_from_outside_is_a_cancellation_not_a_timeout(fake, config):
     timeouts = Timeouts(connect=1.0, first_token=5.0, gap=0.3, total=10.0)
     provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
     task = asyncio.create_task(collect(provider.stream(ask({"tokens": 10, "hang_after": 2}))))
@@ -361,7 +368,7 @@ async def test_cancelling_a_stream_from_outside_is_a_cancellation_not_a_timeout(
     await fake.await_for(lambda s: s.streams_abandoned == 1, timeout=1.0)
 
 
-async def test_a_200_answer_that_is_not_an_event_stream_is_a_clear_error():
+async def test_a_200_answer_that_is_not_an_event_stream_is_a_clear_error(config):
     async def json_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         body = b'{"choices": []}'
@@ -385,7 +392,7 @@ async def test_a_200_answer_that_is_not_an_event_stream_is_a_clear_error():
                              "stream, got application/json")
 
 
-async def test_a_stream_that_takes_too_long_hits_the_total_timeout(fake):
+async def test_a_stream_that_takes_too_long_hits_the_total_timeout(fake, config):
     timeouts = Timeouts(connect=1.0, first_token=5.0, gap=5.0, total=0.4)
     provider = OpenAIProvider(config(fake.base_url, timeouts=timeouts))
     try:
@@ -431,16 +438,16 @@ async def test_one_pooled_client_serves_concurrent_streams(provider, fake):
     assert fake.stats().streams_completed == 10
 
 
-async def test_a_finished_stream_returns_its_connection_to_the_pool(provider):
+async def test_a_finished_stream_returns_its_connection_to_the_pool(provider, kept_connections):
     for question in ("one", "two", "three"):
         await collect(provider.stream(ask({"tokens": 3}, text=question)))
 
     # The pool is the only place this shows: one kept-alive connection served all three.
-    (connection,) = provider._client._transport._pool.connections()
+    (connection,) = kept_connections(provider._client)
     assert "Request Count: 3" in repr(connection)
 
 
-async def test_get_provider_shares_one_provider_per_config_name(fake):
+async def test_get_provider_shares_one_provider_per_config_name(fake, config):
     first = get_provider(config(fake.base_url))
     assert get_provider(config(fake.base_url)) is first
     separate = make_provider(config(fake.base_url, kind="anthropic"))

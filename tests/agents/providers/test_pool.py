@@ -1,6 +1,6 @@
 """The model servers' connection pool, against a raw keep-alive HTTP server that counts the
 connections it accepts and sees closed (a new connection is a TCP, and on https a TLS,
-handshake that a user waits for)."""
+handshake that a user waits for). Our pool only: httpx's own is httpx's to test."""
 
 from __future__ import annotations
 
@@ -9,16 +9,9 @@ import asyncio
 import httpx
 import pytest
 
+from agents.providers import OpenAIProvider, ProviderConfig
 from agents.providers._pool import StackPoolTransport
-from tests.agents.providers.rawserver import CountingServer
-
-
-@pytest.fixture
-async def server():
-    s = CountingServer()
-    s.url = await s.start()
-    yield s
-    await s.stop()
+from tests.agents.streams import ask, collect_until_error
 
 
 def client(max_idle: int = 8) -> httpx.AsyncClient:
@@ -89,3 +82,38 @@ async def test_a_refused_connection_is_an_httpx_connect_error():
         with pytest.raises(httpx.ConnectError):
             await http.get(f"http://127.0.0.1:{port}/ok")
         assert http._transport._pool.connections() == []
+
+
+# httpcore refuses a request on a connection that is not idle (ConnectionNotAvailable), which is
+# what a kept connection that turned unusable looks like. A connection busy streaming a response
+# of its own, handed out by the pool as if it were free, makes httpcore say so for real.
+
+
+async def test_one_unusable_connection_is_replaced_by_a_new_one_unseen(server, monkeypatch):
+    async with client() as http:
+        pool = http._transport._pool
+        async with http.stream("GET", server.url + "/slow"):
+            (busy,) = pool.connections()
+            handed_out = iter([busy])
+            new_connection = pool._new_connection
+            monkeypatch.setattr(pool, "_new_connection",
+                                lambda origin: next(handed_out, None) or new_connection(origin))
+            assert (await http.get(server.url + "/ok")).text == "hello"
+    assert server.accepted == 2
+
+
+async def test_a_second_unusable_connection_is_a_retryable_connection_error(server, monkeypatch):
+    provider = OpenAIProvider(ProviderConfig(name="raw", kind="openai",
+                                             base_url=server.url + "/v1"))
+    pool = provider._client._transport._pool
+    try:
+        async with provider._client.stream("GET", server.url + "/slow"):
+            (busy,) = pool.connections()
+            monkeypatch.setattr(pool, "_new_connection", lambda origin: busy)
+            _, error = await collect_until_error(provider.stream(ask()))
+    finally:
+        await provider.aclose()
+
+    # What the user sees, and a turn retries; not "an error on our server".
+    assert (error.kind, error.retryable) == ("connection", True)
+    assert error.message == f"Cannot reach the model server at {server.url}/v1."
