@@ -125,9 +125,16 @@ def free_port() -> int:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process (all its threads), in seconds: stime is the kernel's share
+    (socket reads and writes, epoll), which no Python change removes."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
 def status_kb(pid: int, key: str) -> int:
@@ -224,7 +231,8 @@ class Phase:
     def _take(self, mark: str, pids: dict[str, int]) -> None:
         sample = {"t": clock(), "self": _self_cpu(), "system": system_busy()}
         for name, pid in pids.items():
-            sample[name] = cpu_seconds(pid)
+            user, system = cpu_split(pid)
+            sample[name], sample[name + "_sys"] = user + system, system
             sample[name + "_rss_kb"] = status_kb(pid, "VmRSS")
         self.samples[mark] = sample
 
@@ -570,6 +578,8 @@ def analyse(phase: Phase, pids: dict[str, int]) -> dict:
         cpu = end["daphne"] - start["daphne"]
         # None when the window saw (almost) nothing: a ratio over ~0 turns means nothing.
         result["daphne_cpu_ms_per_turn_allin"] = 1000 * cpu / len(measured) if measured else None
+        result["daphne_sys_pct_of_cpu"] = (
+            100 * (end["daphne_sys"] - start["daphne_sys"]) / cpu if cpu else None)
         result["daphne_cpu_ms_per_1000_tokens_allin"] = (
             1e6 * cpu / tokens_in_window if tokens_in_window >= 100 else None)
         acks = [(t.ack - t.sent) * 1000 for t in measured if t.ack]
@@ -948,6 +958,7 @@ def print_report(r: dict, out: Path) -> None:
         ("failed(timed out)/lost/dup/seq gaps", lambda x: f"{x['turns_failed']}"
          f"({x['turns_timed_out']})/{x['tokens_lost']}/{x['tokens_duplicated']}/{x['seq_gaps']}"),
         ("daphne CPU %", lambda x: f(x.get("daphne_cpu_pct"), "{:.0f}")),
+        ("daphne CPU in the kernel %", lambda x: f(x.get("daphne_sys_pct_of_cpu"), "{:.0f}")),
         ("daphne CPU ms/turn (all-in)", lambda x: f(x.get("daphne_cpu_ms_per_turn_allin"), "{:.2f}")),
         ("daphne CPU ms/1k tok (all-in)", lambda x: f(x.get("daphne_cpu_ms_per_1000_tokens_allin"))),
         ("fake / client CPU %", lambda x: f"{x['fake_cpu_pct']:.0f}/{x['client_cpu_pct']:.0f}"),

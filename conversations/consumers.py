@@ -19,6 +19,7 @@ from conversations import actions, broker, frames, sending
 from conversations.groups import announce_changed, user_group
 from conversations.joining import Joiner
 from conversations.selectors import ConversationNotFound, access_conversation
+from conversations.socket_writer import direct_writer
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         real_send = getattr(getattr(self.base_send, "__self__", None), "real_send", None)
         if real_send is not None:
             self.base_send = real_send
+        self._direct = direct_writer(self.base_send)
         await self.channel_layer.group_add(user_group(self.user_id), self.channel_name)
         await self.send_frame(frames.hello(username=user.get_username()))
 
@@ -69,10 +71,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- the JoinPort -------------------------------------------------------------------------
 
     async def send_json(self, text: str) -> None:
-        await self.base_send({"type": "websocket.send", "text": text})
+        if self._direct is None or not self._direct(text):
+            await self.base_send({"type": "websocket.send", "text": text})
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
-        await self.base_send({"type": "websocket.send", "text": frames.dumps(frame)})
+        await self.send_json(frames.dumps(frame))
 
     # --- frames in ----------------------------------------------------------------------------
 

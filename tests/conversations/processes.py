@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,3 +40,31 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> 
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"daphne on {port} did not start")
+
+
+@contextlib.contextmanager
+def serve(*, fake_base_url: str, tmp_path: Path,
+          **env_extra: str) -> Iterator[tuple[int, str, subprocess.Popen, Path]]:
+    """Daphne on its own SQLite database in `tmp_path`, with one user logged in: yields the
+    port, that user's session cookie value, the process and the database file."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path),
+           "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3", "REDIS_URL": "",
+           "LLM_BASE_URL": fake_base_url, "LLM_MODEL": "fake-model",
+           "GENERATE_TITLES": "false", "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+           **env_extra}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env,
+                   check=True, timeout=120)
+    setup = subprocess.run([sys.executable, "-m", "bench._setup", "1"], cwd=ROOT, env=env,
+                           check=True, timeout=120, capture_output=True, text=True)
+    session = json.loads(setup.stdout.strip().splitlines()[-1])["sessions"][0]
+    port = free_port()
+    log = tmp_path / "daphne.log"
+    proc = start_daphne(port, env, log)
+    try:
+        wait_listening(port, proc)
+        yield port, session, proc, tmp_path / "db.sqlite3"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        print(log.read_text(errors="replace")[-5000:])

@@ -6,20 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import websockets
 
-from tests.conversations.processes import free_port, start_daphne, wait_listening
-
-ROOT = Path(__file__).resolve().parents[2]
-
+from tests.conversations.processes import serve
 
 def expected_tokens(n: int) -> str:
     return "".join(f"tok{i} " for i in range(n))
@@ -27,26 +20,8 @@ def expected_tokens(n: int) -> str:
 
 @pytest.fixture
 def server(fake_llm_server, tmp_path):
-    env = {**os.environ, "DATA_DIR": str(tmp_path),
-           "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3", "REDIS_URL": "",
-           "LLM_BASE_URL": fake_llm_server.base_url, "LLM_MODEL": "fake-model",
-           "GENERATE_TITLES": "false", "DJANGO_SETTINGS_MODULE": "chatsite.settings"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env,
-                   check=True, timeout=120)
-    setup = subprocess.run([sys.executable, "-m", "bench._setup", "1"], cwd=ROOT, env=env,
-                           check=True, timeout=120, capture_output=True, text=True)
-    session = json.loads(setup.stdout.strip().splitlines()[-1])["sessions"][0]
-    port = free_port()
-    log = tmp_path / "daphne.log"
-    proc = start_daphne(port, env, log)
-    try:
-        wait_listening(port, proc)
-        yield port, session, proc, tmp_path / "db.sqlite3"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        print(log.read_text(errors="replace")[-5000:])
+    with serve(fake_base_url=fake_llm_server.base_url, tmp_path=tmp_path) as running:
+        yield running
 
 
 async def test_sigterm_mid_answer_keeps_every_token_the_user_saw(server):
