@@ -22,8 +22,10 @@ class ToolCall:
 
     id: str
     name: str
-    # Parsed JSON object; `arguments_raw` keeps the exact text in case it was not valid JSON.
+    # Parsed JSON object ({} when the model's text was not one).
     arguments: dict[str, Any]
+    # The exact text the model sent: when it is not a JSON object, the loop answers the call
+    # with an error the model can act on instead of running the tool (agents.loop).
     arguments_raw: str = ""
 
 

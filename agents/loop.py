@@ -7,6 +7,7 @@ events, numbers them, publishes and persists them.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -139,10 +140,29 @@ async def complete_text(*, targets: Sequence[Target], request: ChatRequest) -> s
     return "".join(parts)
 
 
+def _invalid_arguments(call: ToolCall) -> ToolResult | None:
+    """The model's arguments were not a JSON object: it is told so (and can try again) rather
+    than the tool being run with none."""
+    raw = call.arguments_raw.strip()
+    if call.arguments or not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return ToolResult(content=f"Not run: the arguments are not valid JSON: {raw[:500]}",
+                          is_error=True)
+    if not isinstance(value, dict):
+        return ToolResult(content="Not run: the arguments must be a JSON object.", is_error=True)
+    return None
+
+
 async def _call_tool(
     tools: ToolBox, call: ToolCall, before: BeforeToolCall | None
 ) -> tuple[ToolResult, int]:
     started = time.monotonic()
+    invalid = _invalid_arguments(call)
+    if invalid is not None:
+        return invalid, 0
     try:
         result = await before(call) if before else None
         if result is None:

@@ -498,7 +498,8 @@ def join_url(base_url: str, path: str) -> str:
 
 def parse_arguments(raw: str) -> dict[str, Any]:
     """Tool-call arguments as a dict; {} when the model produced invalid JSON or not an object
-    (the raw text is kept next to it, so the loop can tell the model what went wrong)."""
+    (the raw text is kept next to it, in ToolCall.arguments_raw, so the loop can tell the model
+    what went wrong)."""
     if not raw.strip():
         return {}
     try:

@@ -108,3 +108,19 @@ async def test_the_before_hook_can_deny_a_call(fake_llm):
     assert tools.calls == []
     (finished,) = [e for e in events if isinstance(e, ToolCallFinished)]
     assert (finished.result, finished.is_error) == ("denied by policy", True)
+
+
+async def test_arguments_that_are_not_a_json_object_are_sent_back_not_run(fake_llm):
+    tools = Clock()
+    events = await collect(targets=target(fake_llm), system="", tools=tools,
+                           history=user(tool_calls=[{"name": "now", "arguments": '{"tz": "Eu'},
+                                                    {"name": "now", "arguments": "[1, 2]"},
+                                                    {"name": "now", "arguments": ""}]))
+    assert tools.calls == ["now"]  # only the call with no arguments at all ran
+    results = [(f.result, f.is_error) for f in events if isinstance(f, ToolCallFinished)]
+    assert results == [("Not run: the arguments are not valid JSON: {\"tz\": \"Eu", True),
+                       ("Not run: the arguments must be a JSON object.", True),
+                       ("12:00", False)]
+    # The model is told, in the next round's tool results.
+    tool_messages = [m for m in fake_llm.requests()[-1]["body"]["messages"] if m["role"] == "tool"]
+    assert "not valid JSON" in tool_messages[0]["content"]
