@@ -115,12 +115,14 @@ async def test_a_before_model_hook_refuses_the_turn_and_the_model_is_never_calle
     assert (stored.status, stored.error) == ("failed", "Your monthly budget is spent.")
 
 
-async def test_a_tool_call_paused_by_a_hook_resumes_on_a_control_message(fake_llm, register):
-    async def approval(ctx: hooks.TurnContext, call: ToolCall) -> ToolResult | None:
-        if await ctx.wait_for_decision(call_id=call.id) == "deny":
-            return ToolResult(content="Denied by the user.", is_error=True)
-        return None
+async def approval(ctx: hooks.TurnContext, call: ToolCall) -> ToolResult | None:
+    """Ask first: every call waits for a person's decision."""
+    if await ctx.wait_for_decision(call_id=call.id) == "deny":
+        return ToolResult(content="Denied by the user.", is_error=True)
+    return None
 
+
+async def test_a_tool_call_paused_by_a_hook_resumes_on_a_control_message(fake_llm, register):
     register("before_tool_call", approval)
     tools = Lookup()
     prepared, events = await start(TOOL_TURN, tools=tools)
@@ -151,11 +153,6 @@ async def test_a_tool_call_paused_by_a_hook_resumes_on_a_control_message(fake_ll
 
 
 async def test_a_denied_tool_call_is_answered_by_the_hook_and_never_runs(fake_llm, register):
-    async def approval(ctx, call):
-        if await ctx.wait_for_decision(call_id=call.id) == "deny":
-            return ToolResult(content="Denied by the user.", is_error=True)
-        return None
-
     register("before_tool_call", approval)
     tools = Lookup()
     prepared, events = await start(TOOL_TURN, tools=tools)
@@ -173,9 +170,6 @@ async def test_a_denied_tool_call_is_answered_by_the_hook_and_never_runs(fake_ll
 
 
 async def test_stop_ends_a_paused_tool_call_as_cancelled(fake_llm, register):
-    async def approval(ctx, call):
-        await ctx.wait_for_decision(call_id=call.id)
-
     register("before_tool_call", approval)
     prepared, events = await start(TOOL_TURN, tools=Lookup())
     async with asyncio.timeout(15):
