@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async
 
 from conversations import actions, frames
 from conversations.broker import Delivery, get_broker, request_state
+from conversations.models import Message
 from conversations.payloads import (
     ConversationPayload,
     MessagePayload,
@@ -27,7 +28,6 @@ from conversations.payloads import (
     message_from_row,
     message_payload,
 )
-from conversations.models import Message
 from conversations.selectors import ConversationNotFound, access_conversation, branch, siblings
 
 logger = logging.getLogger(__name__)

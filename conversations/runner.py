@@ -25,7 +25,6 @@ from django.utils import timezone
 from agents.definitions import AgentSpec, live_targets
 from agents.events import (
     ChatMessage,
-    LoopEvent,
     ModelSelected,
     ProviderError,
     ReasoningDelta,
@@ -160,6 +159,8 @@ class TurnRunner:
         try:
             await self._publish(TurnStarted(message=self.view()))
             self._stream_task = asyncio.create_task(self._stream())
+            if self.stop_requested:  # asked while the start was being published
+                self._stream_task.cancel()
             try:
                 await self._stream_task
                 self.status = Message.Status.COMPLETE
@@ -184,7 +185,10 @@ class TurnRunner:
                 await asyncio.shield(self._finish())
             finally:
                 for sink in self.sinks:
-                    await sink.close()
+                    try:
+                        await sink.close()
+                    except Exception:  # the other sinks (an API reader) must still end
+                        logger.exception("a sink of turn %s did not close", self.plan.message_id)
         # The turn is over and its sinks closed: slow hooks (a title) delay nobody.
         await hooks.run_observers("turn_finished", self.context, self.view())
 
