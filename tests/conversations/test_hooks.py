@@ -1,43 +1,21 @@
-"""The turn runner with hooks, and a whole turn read through the in-process iterator sink: no
-socket anywhere. Hooks are registered by each test and removed after it."""
+"""The turn runner's hooks, with no socket anywhere: turns run in-process and are read through
+the iterator sink. Hooks are registered by each test and removed after it."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-from dataclasses import replace
 
 import pytest
-from asgiref.sync import sync_to_async
 
-from agents.events import ToolCall, ToolSpec
+from agents.events import ToolCall
 from agents.tools import ToolResult
-from conversations import broker, hooks, sending
+from conversations import broker, hooks
 from conversations.models import Message
 from conversations.models import ToolCall as ToolCallRow
-from conversations.payloads import TextAdded, ToolCallChanged, TurnFinished
-from conversations.sinks import TurnEvents
-from tests.factories import make_user
+from conversations.payloads import ToolCallChanged
+from tests.conversations.turns import TOOL_TURN, Lookup, directive, read_all, start
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class Lookup:
-    """A real (in-process) tool box with one tool."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict] = []
-
-    def specs(self):
-        return (ToolSpec(name="lookup", description="Look a word up.",
-                         input_schema={"type": "object"}),)
-
-    def server_of(self, name: str) -> str:
-        return "dictionary"
-
-    async def call(self, call: ToolCall) -> ToolResult:
-        self.calls.append(call.arguments)
-        return ToolResult(content=f"found {call.arguments.get('q')}")
 
 
 @pytest.fixture
@@ -50,49 +28,6 @@ def register():
     yield add
     for unregister in undo:
         unregister()
-
-
-def directive(**kw) -> str:
-    return "fake: " + json.dumps(kw)
-
-
-TOOL_TURN = directive(preamble="Let me look. ", tool_calls=[
-    {"name": "lookup", "arguments": {"q": "cat"}}])
-
-
-async def start(text: str, *, tools=None) -> tuple[sending.PreparedTurn, TurnEvents]:
-    user = await sync_to_async(make_user)()
-    prepared = await sync_to_async(sending.do_send)(
-        user_id=user.pk, request=sending.check_send(conversation=None, text=text))
-    events = TurnEvents()
-    await broker.start_turn(plan=replace(prepared.plan, tools=tools), sinks=[events])
-    return prepared, events
-
-
-async def read_all(events: TurnEvents, timeout: float = 15) -> list:
-    async with asyncio.timeout(timeout):
-        return [envelope async for envelope in events]
-
-
-async def test_a_whole_turn_with_a_tool_call_through_the_iterator_sink(fake_llm):
-    tools = Lookup()
-    prepared, events = await start(TOOL_TURN, tools=tools)
-    got = await read_all(events)
-    kinds = [e.event.kind for e in got]
-    assert kinds[0] == "started" and kinds[-1] == "finished"
-    assert kinds.index("tool_call_started") < kinds.index("tool_call_finished")
-    assert [e.seq for e in got] == list(range(1, len(got) + 1))
-    assert {e.message_id for e in got} == {prepared.assistant_message.id}
-    text = "".join(e.event.text for e in got if isinstance(e.event, TextAdded))
-    assert text == "Let me look. Tool results: lookup=found cat;"
-    finished = got[-1].event
-    assert isinstance(finished, TurnFinished)
-    assert (finished.message.status, finished.message.content) == ("complete", text)
-    assert [(c.name, c.server, c.status, c.result) for c in finished.message.tool_calls] == [
-        ("lookup", "dictionary", "complete", "found cat")]
-    assert tools.calls == [{"q": "cat"}]
-    stored = await Message.objects.aget(pk=prepared.assistant_message.id)
-    assert (stored.status, stored.content, stored.last_seq) == ("complete", text, got[-1].seq)
 
 
 async def test_a_before_model_hook_refuses_the_turn_and_the_model_is_never_called(
