@@ -59,6 +59,9 @@ class ChatRequest:
     tools: tuple[ToolSpec, ...] = ()
     max_tokens: int | None = None
     temperature: float | None = None
+    # False: nobody watches this answer arrive (a title), so a provider may ask for it in one
+    # JSON response (one read instead of one per token); it yields the same events either way.
+    stream: bool = True
 
 
 # --- What a provider yields ---------------------------------------------------------------------

@@ -56,6 +56,7 @@ async def generate_title(*, conversation_id: str, user_id: int, spec: AgentSpec,
         messages=(*history, ChatMessage(role="assistant", content=answer[:4000]),
                   ChatMessage(role="user", content=TITLE_PROMPT)),
         max_tokens=30,
+        stream=False,
     )
     try:
         raw = await complete_text(targets=live_targets(spec), request=request)

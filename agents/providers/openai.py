@@ -82,6 +82,10 @@ class OpenAIProvider:
         """
         errors = self._errors(request.model)
         state = _StreamState()
+        if not request.stream:
+            for event in await self._whole(request, state=state, errors=errors):
+                yield event
+            return
         async with _http.open_sse(
             client=self._client,
             url=_http.join_url(self.config.base_url, "chat/completions"),
@@ -109,6 +113,27 @@ class OpenAIProvider:
                 raise errors.dropped()
             for event in state.finish():
                 yield event
+
+
+    async def _whole(self, request: ChatRequest, *, state: _StreamState,
+                     errors: _http.ErrorContext) -> list[ProviderEvent]:
+        """A non-streamed answer, read as one chunk of a stream (the same parsing, so the same
+        events): its message is that chunk's delta."""
+        body = build_body(request)
+        body["stream"] = False
+        del body["stream_options"]
+        data = await _http.post_json(
+            client=self._client, url=_http.join_url(self.config.base_url, "chat/completions"),
+            body=body, headers=self._headers(), timeouts=self.config.timeouts, errors=errors)
+        if not isinstance(data, dict):
+            raise errors.protocol("the answer is not a JSON object")
+        choices = []
+        for choice in data.get("choices") or ():
+            if isinstance(choice, dict):
+                choices.append({**choice, "delta": choice.get("message") or {},
+                                "finish_reason": choice.get("finish_reason") or "stop"})
+        events = state.feed({**data, "choices": choices}, errors=errors)
+        return [*events, *state.finish()]
 
 
 @dataclass(slots=True)

@@ -142,6 +142,7 @@ async def test_the_first_exchange_gets_a_short_plain_title(fake_llm, settings):
     assert conversation.title == "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"
     last = fake_llm.requests()[-1]["body"]
     assert "title" in last["messages"][-1]["content"]
+    assert last["stream"] is False  # one JSON answer: nobody watches a title arrive
     await comm.disconnect()
 
 

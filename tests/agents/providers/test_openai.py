@@ -470,3 +470,45 @@ def test_retry_after_is_read_as_seconds_or_as_an_http_date():
     assert parse_retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0
     assert parse_retry_after(httpx.Headers({"retry-after-ms": "250", "retry-after": "1"})) == 0.25
     assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None
+
+
+# --- A whole answer (stream: false, for titles) -------------------------------------------------
+
+
+async def test_a_whole_answer_gives_the_same_events_as_its_stream(provider, fake):
+    directive = {"reasoning": "Let me think.", "reply": "Héllo ✓, \"quoted\".", "chunk": 3}
+    streamed = await collect(provider.stream(ask(directive)))
+    whole = await collect(provider.stream(ask(directive, stream=False)))
+    assert fake.requests()[-1]["body"]["stream"] is False
+    assert "stream_options" not in fake.requests()[-1]["body"]
+    for events in (streamed, whole):
+        assert text_of(events) == "Héllo ✓, \"quoted\"."
+        assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == "Let me think."
+        assert events[-1] == Finished(reason="stop")
+    assert [type(e) for e in whole] == [ReasoningDelta, TextDelta, Usage, Finished]
+    (usage,) = [e for e in whole if isinstance(e, Usage)]
+    assert usage.input_tokens > 0 and usage.output_tokens > 0
+
+
+async def test_a_whole_answer_with_tool_calls_gives_them_whole(provider):
+    events = await collect(provider.stream(ask(
+        {"tool_calls": [{"name": "get_time", "arguments": {"tz": "UTC"}},
+                        {"name": "broken", "arguments": '{"oops": '}]}, stream=False)))
+    calls = [e.call for e in events if isinstance(e, ToolCallRequested)]
+    assert [(c.name, c.arguments, c.arguments_raw) for c in calls] == [
+        ("get_time", {"tz": "UTC"}, '{"tz": "UTC"}'), ("broken", {}, '{"oops": ')]
+    assert events[-1] == Finished(reason="tool_calls")
+
+
+async def test_a_whole_answer_fails_like_a_stream(fake, config):
+    provider = OpenAIProvider(config(fake.base_url, timeouts=Timeouts(
+        connect=1.0, first_token=0.3, gap=5.0, total=10.0)))
+    try:
+        _, limited = await collect_until_error(provider.stream(ask(
+            {"fail": {"status": 429, "retry_after": 7}}, stream=False)))
+        assert (limited.kind, limited.retryable, limited.retry_after) == ("rate_limited", True, 7)
+        _, slow = await collect_until_error(provider.stream(ask({"hang": True}, stream=False)))
+        assert (slow.kind, slow.retryable) == ("timeout", True)
+        assert "did not answer in time" in slow.message
+    finally:
+        await provider.aclose()
