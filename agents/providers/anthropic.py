@@ -86,7 +86,8 @@ class AnthropicProvider:
         """Stream one answer as `ProviderEvent`s, ending with `Finished`; raises `ProviderError`.
 
         Each tool call is yielded whole when its content block ends. Closing the generator early
-        closes the HTTP response (and with it the upstream generation).
+        closes the HTTP response (and with it the upstream generation). `request.stream` False
+        is not taken up here yet: the answer streams, with the same events.
         """
         errors = self._errors(request.model)
         state = _StreamState()
