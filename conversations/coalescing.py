@@ -29,7 +29,8 @@ class Coalescer:
         self._kind: DeltaKind = "text"
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        # A flush started by the timer, outside the turn's task.
+        # A flush started by the timer, outside the turn's task: held here, since the loop
+        # keeps only a weak reference to a task.
         self.task: asyncio.Future | None = None
 
     async def add(self, kind: DeltaKind, text: str) -> None:

@@ -137,10 +137,6 @@ class MessageView:
     # Number of the last turn event included in this view (joining a turn mid-way).
     seq: int = 0
 
-    @property
-    def unfinished(self) -> bool:
-        return self.status in Message.UNFINISHED_STATUSES
-
 
 def message_from_row(message: Message, *, tool_calls: list[ToolCall] | None = None) -> MessageView:
     """Pass `tool_calls` when they are known (a message just made has none) to save a query;

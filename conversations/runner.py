@@ -107,7 +107,6 @@ class TurnRunner:
             _wait=self._wait_for_decision)
         self._reasoning_started: float | None = None
         self._new_round = False
-        self._tool_started: dict[str, float] = {}
         self._decisions: dict[str, asyncio.Future[hooks.Decision]] = {}
         self._stream_task: asyncio.Task | None = None
         # Publishes in progress (the stream's and a coalescing timer's may overlap).
@@ -236,7 +235,6 @@ class TurnRunner:
         view = self.tool_calls[call.id] = ToolCallView(
             id=call.id, name=call.name, server=event.server, arguments=call.arguments,
             round=event.round, text_offset=event.text_offset)
-        self._tool_started[call.id] = time.monotonic()
         await database_sync_to_async(actions.do_record_tool_call)(
             message_id=self.plan.message_id, call_id=call.id, name=call.name,
             server=event.server, arguments=call.arguments, round=event.round,

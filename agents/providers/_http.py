@@ -320,38 +320,12 @@ async def open_sse(
             await response.aclose()
 
 
-async def get_json(
-    *,
-    client: httpx.AsyncClient,
-    url: str,
-    headers: dict[str, str],
-    timeouts: Timeouts,
-    errors: ErrorContext,
-) -> Any:
-    """GET a small JSON document (model lists), with the same error mapping as streams."""
-    return await _json_request(client=client, method="GET", url=url, headers=headers,
-                               body=None, timeouts=timeouts, errors=errors)
-
-
-async def post_json(
-    *,
-    client: httpx.AsyncClient,
-    url: str,
-    body: dict[str, Any],
-    headers: dict[str, str],
-    timeouts: Timeouts,
-    errors: ErrorContext,
-) -> Any:
-    """POST for a whole (non-streamed) answer, with the same error mapping as streams. The
-    answer must arrive within the connect and first-token timeouts together: nothing of it
-    reaches anyone before it is whole, so it is its first token."""
-    return await _json_request(client=client, method="POST", url=url, headers=headers,
-                               body=body, timeouts=timeouts, errors=errors)
-
-
-async def _json_request(*, client: httpx.AsyncClient, method: str, url: str,
-                        headers: dict[str, str], body: dict[str, Any] | None,
-                        timeouts: Timeouts, errors: ErrorContext) -> Any:
+async def request_json(*, client: httpx.AsyncClient, method: str, url: str,
+                       headers: dict[str, str], timeouts: Timeouts, errors: ErrorContext,
+                       body: dict[str, Any] | None = None) -> Any:
+    """A small JSON exchange (a model list; a whole, non-streamed answer), with the same error
+    mapping as streams. The answer must arrive within the connect and first-token timeouts
+    together: nothing of it reaches anyone before it is whole, so it is its first token."""
     try:
         with _transport_errors(errors):
             async with asyncio.timeout(timeouts.connect + timeouts.first_token):

@@ -72,8 +72,8 @@ class AnthropicProvider:
 
     async def list_models(self) -> list[str]:
         """The ids the server offers (GET /models); raises `ProviderError` like `stream()`."""
-        data = await _http.get_json(
-            client=self._client,
+        data = await _http.request_json(
+            client=self._client, method="GET",
             url=self._url("models"),
             headers=self._headers(),
             timeouts=self.config.timeouts,

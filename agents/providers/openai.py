@@ -64,8 +64,8 @@ class OpenAIProvider:
 
         Raises `ProviderError` like `stream()` does.
         """
-        data = await _http.get_json(
-            client=self._client,
+        data = await _http.request_json(
+            client=self._client, method="GET",
             url=_http.join_url(self.config.base_url, "models"),
             headers=self._headers(),
             timeouts=self.config.timeouts,
@@ -122,9 +122,10 @@ class OpenAIProvider:
         body = build_body(request)
         body["stream"] = False
         del body["stream_options"]
-        data = await _http.post_json(
-            client=self._client, url=_http.join_url(self.config.base_url, "chat/completions"),
-            body=body, headers=self._headers(), timeouts=self.config.timeouts, errors=errors)
+        data = await _http.request_json(
+            client=self._client, method="POST", body=body,
+            url=_http.join_url(self.config.base_url, "chat/completions"),
+            headers=self._headers(), timeouts=self.config.timeouts, errors=errors)
         if not isinstance(data, dict):
             raise errors.protocol("the answer is not a JSON object")
         choices = []
