@@ -43,12 +43,5 @@ async def announce_changed(*, user_id: int, conversation_id: Any) -> None:
 def announce_changed_on_commit(*, user_id: int, conversation_id: Any) -> None:
     """The same from synchronous code (views, actions): sent once the transaction commits, so
     a tab that refetches at once reads the change (and nothing is announced on a rollback)."""
-
-    def send() -> None:
-        try:
-            async_to_sync(get_channel_layer().group_send)(
-                user_group(user_id), _changed_message(conversation_id))
-        except Exception:
-            logger.exception("could not announce a change to conversation %s", conversation_id)
-
-    transaction.on_commit(send)
+    transaction.on_commit(lambda: async_to_sync(announce_changed)(
+        user_id=user_id, conversation_id=conversation_id))

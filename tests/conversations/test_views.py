@@ -190,6 +190,26 @@ def test_delete_hides_the_conversation(client, user):
     assert post(client, f"/api/conversations/{conversation.pk}/delete/").status_code == 404
 
 
+def test_rename_and_delete_tell_the_users_other_tabs_once_committed(
+        client, user, django_capture_on_commit_callbacks):
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from conversations.groups import user_group
+
+    layer = get_channel_layer()
+    tab = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(user_group(user.pk), tab)
+    conversation = make_conversation(owner=user, title="Old")
+    for action, body in (("rename", {"title": "New"}), ("delete", None)):
+        with django_capture_on_commit_callbacks() as callbacks:
+            post(client, f"/api/conversations/{conversation.pk}/{action}/", body)
+        assert len(callbacks) == 1  # nothing is sent before the commit
+        callbacks[0]()  # the commit
+        message = async_to_sync(layer.receive)(tab)
+        assert message == {"type": "conversation.changed", "conversation": str(conversation.pk)}
+
+
 def test_another_users_conversation_is_404_for_rename_and_delete(client):
     theirs = make_conversation(title="Theirs")
     assert post(client, f"/api/conversations/{theirs.pk}/rename/", {"title": "Mine"}).status_code == 404
