@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from agents.models import Agent, ModelServer
 
@@ -11,7 +11,8 @@ class ModelServerForm(forms.ModelForm):
     api_key = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Stored encrypted. Leave empty to keep the current key.",
+        help_text="Stored encrypted. Leave empty to keep the current key (changing the URL or "
+                  "the kind removes it: enter it again in the same save).",
     )
     clear_api_key = forms.BooleanField(required=False, label="Remove the stored API key")
 
@@ -20,17 +21,38 @@ class ModelServerForm(forms.ModelForm):
         fields = ["name", "kind", "base_url", "api_key", "clear_api_key", "max_concurrency",
                   "first_token_timeout"]
 
+    # Set by clean() when a stored key was removed because the server changed.
+    key_dropped = False
+
     def clean(self):
         data = super().clean()
         if self.instance.pk and not data.get("api_key") and not data.get("clear_api_key"):
-            data["api_key"] = ModelServer.objects.get(pk=self.instance.pk).api_key
+            stored = ModelServer.objects.get(pk=self.instance.pk)
+            data["api_key"] = kept_key(stored, kind=data.get("kind"),
+                                       base_url=data.get("base_url"))
+            self.key_dropped = bool(stored.api_key) and not data["api_key"]
         return data
+
+
+def kept_key(stored: ModelServer, *, kind: str | None, base_url: str | None) -> str:
+    """The stored key, if a save that enters none may keep it: only while the server stays the
+    one it was entered for. Otherwise the next answer would carry it to whatever host the new
+    URL names (a typo, or someone who may edit servers but must not read their keys)."""
+    if stored.kind == kind and stored.base_url == base_url:
+        return stored.api_key
+    return ""
 
 
 @admin.register(ModelServer)
 class ModelServerAdmin(admin.ModelAdmin):
     form = ModelServerForm
     list_display = ["name", "kind", "base_url", "has_api_key", "max_concurrency"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if getattr(form, "key_dropped", False):
+            messages.warning(request, f"The stored API key of {obj.name} was removed because its "
+                             "URL or kind changed: enter the key again if the server needs one.")
 
     @admin.display(boolean=True, description="API key set")
     def has_api_key(self, obj: ModelServer) -> bool:

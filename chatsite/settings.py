@@ -138,6 +138,8 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
+# The page reads the CSRF token from its meta tag, so no script needs the cookie.
+CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
 
@@ -217,13 +219,42 @@ STATIC_ROOT = DATA_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 SERVE_STATIC = env.flag("SERVE_STATIC", default=True)
 
-# WebSocket frames larger than this are refused by the consumer (bytes).
-WS_MAX_FRAME_BYTES = env.integer("WS_MAX_FRAME_BYTES", 256 * 1024, minimum=1024)
+# Request bodies larger than this are refused with 413 before they are read (bytes): in
+# Daphne's HTTP parser, and again at the ASGI level for other servers (chatsite/request_limits).
+MAX_REQUEST_BODY_BYTES = env.integer("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024,
+                                     minimum=64 * 1024)
+# Django's cache holds the failed sign-in counters (accounts/throttle.py): in Redis when there is
+# one, so that every process counts the same failures; otherwise in this process's memory.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": REDIS_URL, "KEY_PREFIX": "chatsite"}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# After this many failed sign-ins for one username, or from one client address, within
+# LOGIN_FAILURE_WINDOW seconds of the first, sign-ins for it are refused without checking the
+# password until the window ends.
+LOGIN_FAILURES_PER_ACCOUNT = env.integer("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
+LOGIN_FAILURES_PER_ADDRESS = env.integer("LOGIN_FAILURES_PER_ADDRESS", 20, minimum=1)
+LOGIN_FAILURE_WINDOW = env.integer("LOGIN_FAILURE_WINDOW", 15 * 60, minimum=1)
+
+# WebSocket frames from a browser larger than this are refused with an error frame (bytes of
+# UTF-8). Daphne itself closes the socket on messages over 1 MiB (--websocket_max_message_size).
+WS_MAX_FRAME_BYTES = env.integer("WS_MAX_FRAME_BYTES", 512 * 1024, minimum=1024)
+# The largest WebSocket message we send; larger frames go as parts (conversations.frames).
+WS_MAX_SEND_BYTES = env.integer("WS_MAX_SEND_BYTES", 256 * 1024, minimum=4096)
 # Small frames to a socket go straight onto its TCP socket when nothing is buffered
 # (conversations/socket_writer.py); false sends every frame through Daphne's own path.
 WS_DIRECT_WRITE = env.flag("WS_DIRECT_WRITE", default=True)
 # Longest user message accepted (characters).
 MAX_MESSAGE_CHARS = env.integer("MAX_MESSAGE_CHARS", 100_000, minimum=100)
+# A message of MAX_MESSAGE_CHARS characters must fit in a frame (4 bytes each at most, beyond
+# ASCII), or the longest allowed messages could not be sent at all.
+if WS_MAX_FRAME_BYTES < 4 * MAX_MESSAGE_CHARS + 1024:
+    raise ImproperlyConfigured(
+        f"WS_MAX_FRAME_BYTES ({WS_MAX_FRAME_BYTES}) must be at least 4 × MAX_MESSAGE_CHARS + "
+        f"1024 ({4 * MAX_MESSAGE_CHARS + 1024}): a message of MAX_MESSAGE_CHARS characters "
+        "would not fit in one frame."
+    )
 
 # The default model server, used until an admin registers providers and agents.
 LLM_KIND = env.choice("LLM_KIND", "openai", choices=("openai", "anthropic"))
@@ -250,6 +281,10 @@ SYSTEM_PROMPT = env.text("SYSTEM_PROMPT", "You are a helpful assistant.")
 TURN_FLUSH_INTERVAL = env.number("TURN_FLUSH_INTERVAL", 1.0, minimum=0.05)
 TURN_FLUSH_MAX_INTERVAL = env.number("TURN_FLUSH_MAX_INTERVAL", 10.0, minimum=0.05)
 TURN_STALE_AFTER = env.number("TURN_STALE_AFTER", 30.0, minimum=1.0)
+# Answers one user may have written at once (more sends are refused until one ends).
+USER_MAX_CONCURRENT_TURNS = env.integer("USER_MAX_CONCURRENT_TURNS", 3, minimum=1)
+# How often each process looks for turns a dead process left unfinished, to end them.
+TURN_SWEEP_INTERVAL = env.number("TURN_SWEEP_INTERVAL", 10.0, minimum=0.1)
 if TURN_STALE_AFTER <= 2 * TURN_FLUSH_MAX_INTERVAL:
     raise ImproperlyConfigured(
         "TURN_STALE_AFTER must be more than twice TURN_FLUSH_MAX_INTERVAL, or live turns would "

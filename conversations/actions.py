@@ -9,11 +9,14 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent
-from conversations.groups import announce_changed_on_commit
+from conversations.groups import announce_changed_on_commit, announce_refresh_on_commit
 from conversations.models import Conversation, Message, ToolCall
 from conversations.payloads import UsageView
 from conversations.selectors import ConversationNotFound, access_conversation
@@ -36,6 +39,11 @@ class TurnInProgress(Exception):
     """The conversation already has an answer being written."""
 
 
+class TooManyTurns(Exception):
+    """The user already has USER_MAX_CONCURRENT_TURNS answers being written; retry when one
+    ends."""
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
     conversation: Conversation
@@ -55,7 +63,19 @@ def _clean_text(text: Any) -> str:
             f"The message is too long ({len(text)} characters; at most "
             f"{settings.MAX_MESSAGE_CHARS})."
         )
+    _check_unicode(text, what="The message")
     return text
+
+
+def _check_unicode(text: str, *, what: str) -> None:
+    # A JSON escape can make a lone surrogate, which neither UTF-8 (the socket, the database)
+    # nor a person can use.
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{what} contains an invalid character (a lone surrogate).") \
+                from None
 
 
 def _clean_client_key(client_key: Any) -> str | None:
@@ -123,8 +143,31 @@ def do_send_message(
         raise
 
 
+def _check_capacity(user) -> None:
+    """One person cannot take everyone's model capacity: at most USER_MAX_CONCURRENT_TURNS of
+    their answers are written at once, across conversations, tabs and processes. Call inside
+    the send's transaction, before the conversation is locked."""
+    limit = settings.USER_MAX_CONCURRENT_TURNS
+    # Answers of a dead process (silent for TURN_STALE_AFTER) hold no capacity.
+    cutoff = timezone.now() - timedelta(seconds=settings.TURN_STALE_AFTER)
+    running = (Message.objects.filter(
+        conversation__owner=OuterRef("pk"), status__in=Message.UNFINISHED_STATUSES,
+        updated_at__gte=cutoff).order_by().values("conversation__owner")
+        .annotate(n=Count("pk")).values("n"))
+    # One statement, which also locks the user's row (PostgreSQL): two sends of one user in two
+    # processes count one after the other (SQLite serialises writing transactions anyway).
+    count = (get_user_model().objects.select_for_update().filter(pk=user.pk)
+             .annotate(running=Coalesce(Subquery(running), 0))
+             .values_list("running", flat=True).get())
+    if count >= limit:
+        raise TooManyTurns(
+            f"You have {count} answers being written, the most at once: send again when one "
+            "of them has finished.")
+
+
 def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) -> SendResult:
     new = not conversation_id
+    _check_capacity(user)  # first: the user's row is locked before the conversation's
     if not new:
         # Locked: serialises two sends into one conversation (a no-op on SQLite, which already
         # serialises writers).
@@ -163,6 +206,7 @@ def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) 
 def do_regenerate(*, user, conversation_id: uuid.UUID | str, message_id: int) -> SendResult:
     """A new answer to the same user message, as a sibling branch of `message_id`."""
     with transaction.atomic():
+        _check_capacity(user)  # first, as in a send: the user's row, then the conversation's
         conversation = access_conversation(user=user, conversation_id=conversation_id,
                                            for_update=True)
         _ensure_idle(conversation)
@@ -235,15 +279,32 @@ def do_mark_tool_call(*, message_id: int, call_id: str, status: str) -> None:
     ToolCall.objects.filter(message_id=message_id, call_id=call_id).update(status=status)
 
 
-def do_interrupt_stale_turns(*, conversation: Conversation | None = None) -> int:
-    """Mark turns whose process died as interrupted, keeping their text: every such turn (at a
-    process's start), or one conversation's (when it is read or sent into). A running turn
-    writes at least every TURN_FLUSH_MAX_INTERVAL, so one not written for TURN_STALE_AFTER is
-    dead. Returns how many."""
+def do_interrupt_stale_turns(*, conversation: Conversation | None = None) -> list[str]:
+    """Mark turns whose process died as interrupted, keeping their text: every such turn (a
+    process's periodic sweep), or one conversation's (when it is read or sent into). A running
+    turn writes at least every TURN_FLUSH_MAX_INTERVAL, so one not written for TURN_STALE_AFTER
+    is dead. The sockets watching them are told once this commits. Returns the conversations."""
     rows = conversation.messages if conversation is not None else Message.objects
     cutoff = timezone.now() - timedelta(seconds=settings.TURN_STALE_AFTER)
-    return rows.filter(status__in=Message.UNFINISHED_STATUSES, updated_at__lt=cutoff).update(
+    stale = rows.filter(status__in=Message.UNFINISHED_STATUSES, updated_at__lt=cutoff)
+    # Nearly always none: one read of the partial index, and no write.
+    conversation_ids = sorted({str(c) for c in stale.values_list("conversation_id", flat=True)})
+    if conversation_ids:
+        stale.update(status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR,
+                     finished_at=timezone.now())
+        announce_refresh_on_commit(conversation_ids=conversation_ids)
+    return conversation_ids
+
+
+def do_interrupt_orphaned_turn(*, conversation_id: str) -> bool:
+    """Stop for an answer no live process is writing (its process died, and the sweep has not
+    come yet): mark it interrupted now, keeping its text. Returns whether there was one."""
+    ended = Message.objects.filter(
+        conversation_id=conversation_id, status__in=Message.UNFINISHED_STATUSES).update(
         status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR, finished_at=timezone.now())
+    if ended:
+        announce_refresh_on_commit(conversation_ids=[str(conversation_id)])
+    return bool(ended)
 
 
 def do_delete_conversation(*, user, conversation_id: uuid.UUID | str) -> None:
@@ -256,6 +317,7 @@ def do_delete_conversation(*, user, conversation_id: uuid.UUID | str) -> None:
 def do_rename_conversation(*, user, conversation_id: uuid.UUID | str, title: Any) -> Conversation:
     if not isinstance(title, str) or not title.strip():
         raise InvalidInput("A title cannot be empty.")
+    _check_unicode(title, what="The title")
     conversation = access_conversation(user=user, conversation_id=conversation_id)
     conversation.title = " ".join(title.split())[:200]
     conversation.save(update_fields=["title", "updated_at"])
@@ -264,8 +326,9 @@ def do_rename_conversation(*, user, conversation_id: uuid.UUID | str, title: Any
 
 
 __all__ = [
-    "AUTO", "ConversationNotFound", "InvalidInput", "SendResult", "TurnInProgress",
+    "AUTO", "ConversationNotFound", "InvalidInput", "SendResult", "TooManyTurns",
+    "TurnInProgress",
     "do_delete_conversation", "do_finish_message", "do_finish_tool_call", "do_flush_message",
-    "do_interrupt_stale_turns", "do_mark_tool_call", "do_record_tool_call", "do_regenerate",
-    "do_rename_conversation", "do_send_message",
+    "do_interrupt_orphaned_turn", "do_interrupt_stale_turns", "do_mark_tool_call",
+    "do_record_tool_call", "do_regenerate", "do_rename_conversation", "do_send_message",
 ]

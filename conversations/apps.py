@@ -6,8 +6,10 @@ class ConversationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from conversations import hooks
+        from conversations import account_changes, hooks
         from conversations.titles import title_after_first_exchange
+
+        account_changes.connect_signals()
 
         # Built-in hooks, registered once per process (ready() may run again in tests).
         if title_after_first_exchange not in hooks.registered("turn_finished"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
 
 from conversations import actions
 from conversations.frames import turn_json
@@ -29,6 +31,10 @@ from conversations.payloads import Envelope, MessagePayload, message_payload
 from conversations.runner import TurnPlan, TurnRunner, TurnSink
 
 logger = logging.getLogger(__name__)
+
+# How long a Stop waits for the process running the turn to answer before it takes the turn
+# for one no live process owns (its process died) and ends it itself.
+STOP_ANSWER_TIMEOUT = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,10 @@ class Watcher(Protocol):
     """A socket's side of a conversation (conversations.joining.Joiner)."""
 
     async def deliver(self, delivery: Delivery) -> None: ...
+
+    # The conversation changed behind the turns' backs (turns of a dead process interrupted):
+    # read it again.
+    async def refresh(self) -> None: ...
 
 
 class BrokerSink:
@@ -79,6 +89,9 @@ class Broker:
         self.runners: dict[str, TurnRunner] = {}
         self.tasks: set[asyncio.Task] = set()
         self._reader: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None
+        # Stops waiting for the owning process's answer, by request id.
+        self._stops: dict[str, asyncio.Future] = {}
         # The watchers of this process for each conversation. Turn events reach them by a
         # direct call, not through the channel layer: per token, per socket, the layer's hops
         # (a queue, a task, a dispatch) cost more than the rest of the path together.
@@ -94,11 +107,25 @@ class Broker:
         # shared receive loop keyed by it; another prefix would never be read.
         self.channel = await layer.new_channel()
         self._reader = asyncio.create_task(self._read(layer))
-        # At start-up: turns left streaming by a process that died are interrupted now.
-        count = await database_sync_to_async(actions.do_interrupt_stale_turns)()
-        if count:
-            logger.warning("marked %d turn(s) of a stopped process as interrupted", count)
+        # Turns left streaming by a process that died are interrupted now, and then every
+        # TURN_SWEEP_INTERVAL, so that they end without anyone having to open them.
+        await self.sweep()
+        self._sweeper = asyncio.create_task(self._sweep_periodically())
         _before_server_stops(self.shutdown)
+
+    async def sweep(self) -> None:
+        found = await database_sync_to_async(actions.do_interrupt_stale_turns)()
+        if found:
+            logger.warning("marked the turns of a stopped process as interrupted in %d "
+                           "conversation(s)", len(found))
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(settings.TURN_SWEEP_INTERVAL)
+            try:
+                await self.sweep()
+            except Exception:  # the database may be away for a while; the next sweep retries
+                logger.exception("sweep for stale turns failed")
 
     async def shutdown(self) -> None:
         """The server is stopping (SIGTERM, SIGINT): every turn of this process ends now and
@@ -129,6 +156,21 @@ class Broker:
             del self.runners[conversation_id]
             await get_channel_layer().group_discard(control_group(conversation_id), self.channel)
 
+    async def ask_to_stop(self, conversation_id: str) -> bool:
+        """Stop the turn another process runs; whether a process answered that it did."""
+        request = uuid.uuid4().hex
+        answered = self._stops[request] = asyncio.get_running_loop().create_future()
+        try:
+            await get_channel_layer().group_send(control_group(conversation_id), {
+                "type": "turn.stop", "conversation": conversation_id,
+                "reply_to": self.channel, "request": request})
+            async with asyncio.timeout(STOP_ANSWER_TIMEOUT):
+                return await answered
+        except TimeoutError:
+            return False
+        finally:
+            del self._stops[request]
+
     def local_view(self, conversation_id: str) -> MessagePayload | None:
         """The running turn's answer so far, when this process runs it."""
         runner = self.runners.get(conversation_id)
@@ -142,7 +184,8 @@ class Broker:
         watchers = self.watchers.setdefault(conversation_id, set())
         first = not watchers
         watchers.add(watcher)
-        if first and self.shared_layer:
+        # Even on the in-memory layer: the refresh notice comes through this group.
+        if first:
             await get_channel_layer().group_add(conversation_group(conversation_id), self.channel)
 
     async def unwatch(self, conversation_id: str, watcher: Watcher) -> None:
@@ -152,9 +195,8 @@ class Broker:
         watchers.discard(watcher)
         if not watchers:
             del self.watchers[conversation_id]
-            if self.shared_layer:
-                await get_channel_layer().group_discard(
-                    conversation_group(conversation_id), self.channel)
+            await get_channel_layer().group_discard(
+                conversation_group(conversation_id), self.channel)
 
     async def deliver(self, delivery: Delivery) -> None:
         watchers = self.watchers.get(delivery.conversation_id)
@@ -189,11 +231,23 @@ class Broker:
                 await self.deliver(Delivery(message["conversation"], message["message"],
                                             message["seq"], message["json"]))
             return
+        if kind == "conversation.refresh":
+            for watcher in tuple(self.watchers.get(message["conversation"], ())):
+                await watcher.refresh()
+            return
+        if kind == "turn.stopping":
+            waiting = self._stops.get(message.get("request", ""))
+            if waiting is not None and not waiting.done():
+                waiting.set_result(True)
+            return
         runner = self.runners.get(message.get("conversation", ""))
         if runner is None:
             return
         if kind == "turn.stop":
             runner.stop()
+            if message.get("reply_to"):
+                await layer.send(message["reply_to"],
+                                 {"type": "turn.stopping", "request": message.get("request", "")})
         elif kind == "turn.state" and message.get("reply_to"):
             await layer.send(message["reply_to"], {
                 "type": "turn.snapshot", "conversation": runner.plan.conversation_id,
@@ -244,9 +298,20 @@ async def start_turn(*, plan: TurnPlan, sinks: Sequence[TurnSink] = ()) -> TurnR
 
 
 async def request_stop(*, conversation_id: Any) -> None:
-    """Ask whichever process runs the conversation's turn to stop it (a no-op when none does)."""
-    await get_channel_layer().group_send(
-        control_group(conversation_id), {"type": "turn.stop", "conversation": str(conversation_id)})
+    """Stop the conversation's turn, wherever it runs. When no live process runs it (its
+    process died, or never started it), the answer is marked interrupted at once, with its text,
+    and the sockets watching it are told."""
+    conversation_id = str(conversation_id)
+    broker = await get_broker()
+    runner = broker.runners.get(conversation_id)
+    if runner is not None:
+        runner.stop()
+        return
+    if broker.shared_layer and await broker.ask_to_stop(conversation_id):
+        return
+    # The in-memory layer serves one process: a turn it does not run, nobody runs.
+    await database_sync_to_async(actions.do_interrupt_orphaned_turn)(
+        conversation_id=conversation_id)
 
 
 async def request_state(*, conversation_id: Any, reply_to: str) -> None:

@@ -16,6 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from conversations import actions, broker, frames, sending
+from conversations.account_changes import session_fingerprint, session_user_id
 from conversations.groups import announce_changed, user_group
 from conversations.joining import Joiner
 from conversations.selectors import ConversationNotFound, access_conversation
@@ -49,8 +50,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await broker.get_broker()
         self.user = user
         self.user_id: int = user.pk
+        session = self.scope.get("session")
+        self.session_key = session.session_key if session is not None else None
+        self.session = session_fingerprint(self.session_key)
         self.reply_channel = self.channel_name
         self.joiner = Joiner(self)
+        self._part_id = 0
         await self.accept()
         # After the handshake, frames skip Channels' session wrapper, which inspects the session
         # on every send; a socket never changes the session, and per token that check cost
@@ -71,8 +76,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- the JoinPort -------------------------------------------------------------------------
 
     async def send_json(self, text: str) -> None:
-        if self._direct is None or not self._direct(text):
-            await self.base_send({"type": "websocket.send", "text": text})
+        # At most 4 bytes a character: nearly every frame is known to fit without encoding it.
+        if len(text) * 4 > settings.WS_MAX_SEND_BYTES:
+            text = _encodable(text)
+            if len(text.encode()) > settings.WS_MAX_SEND_BYTES:
+                self._part_id += 1
+                for part in frames.parts(text, limit=settings.WS_MAX_SEND_BYTES,
+                                         part_id=self._part_id):
+                    await self._send_text(part)
+                return
+        await self._send_text(text)
+
+    async def _send_text(self, text: str) -> None:
+        if self._direct is not None:
+            try:
+                if self._direct(text):
+                    return
+            except UnicodeEncodeError:
+                text = frames.well_formed(text)
+                if self._direct(text):
+                    return
+        else:
+            text = _encodable(text)
+        await self.base_send({"type": "websocket.send", "text": text})
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send_json(frames.dumps(frame))
@@ -80,6 +106,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- frames in ----------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        frame: dict | None = None
         try:
             frame = _parse(text_data)
             handler = getattr(self, f"cmd_{frame['type']}", None)
@@ -96,16 +123,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                                message="Your account is no longer active."))
             await self.close(code=4403)
         except ClientError as exc:
-            await self._error(exc.code, exc.message, text_data)
+            await self._error(exc.code, exc.message, frame)
         except ConversationNotFound:
-            await self._error("not_found", "That conversation does not exist.", text_data)
+            await self._error("not_found", "That conversation does not exist.", frame)
         except actions.InvalidInput as exc:
-            await self._error(exc.code, str(exc), text_data)
+            await self._error(exc.code, str(exc), frame)
         except actions.TurnInProgress as exc:
-            await self._error("busy", str(exc), text_data)
+            await self._error("busy", str(exc), frame)
+        except actions.TooManyTurns as exc:
+            await self._error("too_many_turns", str(exc), frame)
 
-    async def _error(self, code: str, message: str, text_data: str | None) -> None:
-        await self.send_frame(frames.error(code=code, message=message, ref=_ref(text_data)))
+    async def _error(self, code: str, message: str, frame: dict | None) -> None:
+        # The client's "ref" (if any) comes back, so it can match an error to its request.
+        ref = frame.get("ref") if frame is not None else None
+        await self.send_frame(frames.error(code=code, message=message, ref=ref))
 
     async def cmd_ping(self, frame: dict) -> None:
         await self.send_frame(frames.pong())
@@ -148,13 +179,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         elsewhere = conversation_id != self.joiner.watching
         if elsewhere and prepared.new_conversation:
             await self.joiner.watch_new(user=self.user, conversation_id=conversation_id)
-        await self.send_frame(frames.ack(
-            client_key=client_key, duplicate=not prepared.created,
-            conversation=prepared.conversation,
-            user_message=prepared.user_message, assistant_message=prepared.assistant_message))
-        if prepared.plan is not None:
-            await broker.start_turn(plan=prepared.plan)
-            await announce_changed(user_id=self.user_id, conversation_id=conversation_id)
+        try:
+            await self.send_frame(frames.ack(
+                client_key=client_key, duplicate=not prepared.created,
+                conversation=prepared.conversation,
+                user_message=prepared.user_message,
+                assistant_message=prepared.assistant_message))
+        finally:
+            # Stored is promised: whatever became of the ack, the answer gets written (a
+            # pending answer with no turn would refuse every later send).
+            if prepared.plan is not None:
+                await broker.start_turn(plan=prepared.plan)
+                await announce_changed(user_id=self.user_id, conversation_id=conversation_id)
         if (elsewhere and not prepared.new_conversation) or not prepared.created:
             # After the turn started, so its view is there at once.
             await self.joiner.watch(user=self.user, conversation_id=conversation_id)
@@ -164,6 +200,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def turn_snapshot(self, event: dict) -> None:
         await self.joiner.on_view(conversation_id=event["conversation"], view=event["snapshot"])
 
+    async def account_changed(self, event: dict) -> None:
+        """Deactivated, password changed, logged out elsewhere: is this socket's session still
+        good? (conversations.account_changes)"""
+        if (event.get("ended_session") == self.session
+                or await database_sync_to_async(session_user_id)(self.session_key) != self.user_id):
+            await self.send_frame(frames.error(
+                code="unauthorized", message="Your session has ended: sign in again."))
+            await self.close(code=4401)
+
     async def conversation_changed(self, event: dict) -> None:
         await self.send_frame(frames.conversations_changed(conversation_id=event["conversation"]))
 
@@ -171,22 +216,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
 def _parse(text_data: str | None) -> dict:
     if text_data is None:
         raise ClientError("bad_frame", "Frames must be JSON text.")
-    if len(text_data) > settings.WS_MAX_FRAME_BYTES:
-        raise ClientError("frame_too_large",
-                          f"Frames are limited to {settings.WS_MAX_FRAME_BYTES} bytes.")
+    limit = settings.WS_MAX_FRAME_BYTES
+    # Bytes, as documented: characters undercount anything beyond ASCII up to four times.
+    if len(text_data) > limit or (len(text_data) * 4 > limit
+                                  and len(text_data.encode("utf-8", "surrogatepass")) > limit):
+        raise ClientError("frame_too_large", f"Frames are limited to {limit} bytes.")
     try:
         frame = json.loads(text_data)
     except ValueError:
         raise ClientError("bad_frame", "Frames must be JSON objects.") from None
+    except RecursionError:
+        raise ClientError("bad_frame", "Frames must not nest this deeply.") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise ClientError("bad_frame", "A frame needs a string \"type\".")
     return frame
 
 
-def _ref(text_data: str | None) -> Any:
-    """Echo the client's "ref" (if any) so it can match an error to its request."""
+def _encodable(text: str) -> str:
+    """`text` as UTF-8 can carry it (see frames.well_formed); nearly always `text` itself."""
     try:
-        frame = json.loads(text_data or "")
-        return frame.get("ref") if isinstance(frame, dict) else None
-    except ValueError:
-        return None
+        text.encode()
+    except UnicodeEncodeError:
+        return frames.well_formed(text)
+    return text

@@ -1,7 +1,12 @@
 """The chat socket's server frames, built from conversations.payloads and nothing else.
 
 Server frames: hello, conversation (the state of the watched branch), ack, turn (one numbered
-turn event), error, pong, conversations_changed. Client frames are read in consumers.py.
+turn event), error, pong, conversations_changed, and part: a frame too large for one WebSocket
+message (a long conversation's state, a huge message) goes as consecutive parts, slices of its
+JSON text, that the page joins and reads as the frame they make up. Nothing a conversation holds
+can make a message the socket cannot carry. Client frames are read in consumers.py.
+
+JSON goes out as UTF-8, not escaped to ASCII (an emoji is 4 bytes instead of 12).
 """
 
 from __future__ import annotations
@@ -20,11 +25,32 @@ from conversations.payloads import (
     turn_event_payload,
 )
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# A part's JSON around its slice: {"type":"part","id":N,"last":false,"data":"..."}.
+_PART_OVERHEAD = 80
 
 
 def dumps(frame: dict[str, Any]) -> str:
     return _dumps(frame)
+
+
+def parts(text: str, *, limit: int, part_id: int) -> list[str]:
+    """`text` (one frame's JSON) as part frames of at most `limit` bytes of UTF-8 each.
+
+    Each slice is at most a quarter of the budget in characters: a character is at most 4 bytes
+    of UTF-8, and the only characters JSON escapes again inside a string (quote and backslash;
+    control characters are already escaped in `text`) take 2.
+    """
+    step = max((limit - _PART_OVERHEAD) // 4, 1)
+    slices = [text[i:i + step] for i in range(0, len(text), step)]
+    return [f'{{"type":"part","id":{part_id},"last":{"true" if i == len(slices) - 1 else "false"},'
+            f'"data":{_dumps(piece)}}}' for i, piece in enumerate(slices)]
+
+
+def well_formed(text: str) -> str:
+    """`text` with lone surrogates (which UTF-8 cannot carry; JSON escapes can make them) as
+    U+FFFD, and split surrogate pairs joined."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def hello(*, username: str) -> dict[str, Any]:

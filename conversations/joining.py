@@ -175,6 +175,15 @@ class Joiner:
         self._last_seq[message_id] = seq
         await self.port.send_json(delivery.json)
 
+    async def refresh(self) -> None:
+        """(the broker's Watcher) The conversation changed with no turn to tell of it: its
+        unfinished answers were marked interrupted. Read it again."""
+        if self.watching is None:
+            return
+        self.synced = False
+        if self._resync_task is None or self._resync_task.done():
+            self._resync_task = asyncio.create_task(self._resync(self.watching))
+
     # --- internals ----------------------------------------------------------------------------
 
     async def _synced(self, state: ConversationState) -> None:

@@ -91,6 +91,11 @@ def _body(request: HttpRequest) -> dict:
 @_json_login_required
 def conversation_rename(request: HttpRequest, conversation_id) -> JsonResponse:
     """POST {"title": "..."}: the conversation as the socket describes it."""
+    # Asked first, before anything reads the body: CSRF's check has already read a form post
+    # (request.POST), after which the body cannot be read at all.
+    if request.content_type != "application/json":
+        return JsonResponse(
+            {"error": "Send the new title as JSON (Content-Type: application/json)."}, status=415)
     try:
         conversation = actions.do_rename_conversation(
             user=request.user, conversation_id=conversation_id, title=_body(request).get("title"))

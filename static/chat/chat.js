@@ -160,6 +160,7 @@ function connect() {
       else sendFrame({ type: "ping" });
     }, 20000);
   });
+  const parts = new PartJoiner(handle);
   ws.addEventListener("message", (e) => {
     lastFrameAt = Date.now();
     let frame;
@@ -168,7 +169,7 @@ function connect() {
     } catch {
       return;
     }
-    handle(frame);
+    parts.receive(frame);
   });
   ws.addEventListener("close", (e) => {
     if (socket !== ws) return;
@@ -216,6 +217,37 @@ function flushOutbox() {
 }
 
 // --- frames in ---------------------------------------------------------------------------------
+
+// A frame too large for one WebSocket message arrives as "part" frames (slices of its JSON
+// text, in order). Frames that arrive while one is being joined wait behind it, so every frame
+// is handled in the order the server sent it.
+class PartJoiner {
+  constructor(deliver) {
+    this.deliver = deliver;
+    this.joining = null;
+  }
+
+  receive(frame) {
+    if (frame.type === "part") {
+      if (!this.joining || this.joining.id !== frame.id) this.joining = { id: frame.id, data: [], held: [] };
+      this.joining.data.push(String(frame.data));
+      if (!frame.last) return;
+      const { data, held } = this.joining;
+      this.joining = null;
+      let whole = null;
+      try {
+        whole = JSON.parse(data.join(""));
+      } catch {
+        whole = null;
+      }
+      if (whole) this.deliver(whole);
+      for (const next of held) this.receive(next);
+      return;
+    }
+    if (this.joining) this.joining.held.push(frame);
+    else this.deliver(frame);
+  }
+}
 
 function handle(frame) {
   switch (frame.type) {

@@ -370,3 +370,43 @@ def test_csp_header_with_a_nonce_and_no_violations(chat, server_url):
     assert chat.evaluate("window.__csp") == []
     assert not chat.watcher.csp_violations()
     assert not chat.watcher.errors
+
+
+def test_a_conversation_too_large_for_one_frame_opens_whole(chat, user, server_url,
+                                                            django_db_blocker):
+    # Eleven questions of 99 KB (a pasted log) and their answers: the state goes in parts, the
+    # page joins them.
+    big = "".join(f"12:00:{i % 60:02d} worker {i} handled request {i * 7}\n" for i in range(2_300))
+    with django_db_blocker.unblock():
+        conversation = Conversation.objects.create(owner=user, title="Large")
+        parent = None
+        for i in range(11):
+            question = Message.objects.create(conversation=conversation, role="user",
+                                              content=f"Q{i} {big}", parent=parent)
+            parent = Message.objects.create(conversation=conversation, role="assistant",
+                                            content=f"Answer number {i}.", parent=question,
+                                            status="complete")
+    chat.goto(f"{server_url}/c/{conversation.pk}/")
+    expect(answers(chat)).to_have_count(11, timeout=30_000)
+    expect(last_answer(chat)).to_contain_text("Answer number 10.")
+    expect(chat.locator("main article.message.user").first).to_contain_text("Q0 12:00:00 worker 0")
+    assert not chat.watcher.errors
+
+
+def test_stop_ends_an_answer_a_dead_process_left_streaming(chat, user, server_url,
+                                                          django_db_blocker):
+    with django_db_blocker.unblock():
+        conversation = Conversation.objects.create(owner=user, title="Orphan")
+        question = Message.objects.create(conversation=conversation, role="user", content="Q")
+        Message.objects.create(conversation=conversation, role="assistant", parent=question,
+                               content="Half an answ", status="streaming")
+    chat.goto(f"{server_url}/c/{conversation.pk}/")
+    expect_connected(chat)
+    stop = chat.get_by_role("button", name="Stop")
+    expect(stop).to_be_visible()
+    stop.click()
+    # No process runs it: it ends at once, its text kept, and the conversation takes a message.
+    expect(last_answer(chat)).to_contain_text("Half an answ")
+    expect(stop).to_be_hidden(timeout=5000)
+    send(chat, directive(tokens=3))
+    expect(last_answer(chat)).to_contain_text(tokens(3).strip())

@@ -42,16 +42,22 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> 
     raise TimeoutError(f"daphne on {port} did not start")
 
 
+def server_env(*, fake_base_url: str, tmp_path: Path, **env_extra: str) -> dict[str, str]:
+    """The environment of serve()'s Daphne: start another process with it to share its
+    database (a restart)."""
+    return {**os.environ, "DATA_DIR": str(tmp_path),
+            "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3", "REDIS_URL": "",
+            "LLM_BASE_URL": fake_base_url, "LLM_MODEL": "fake-model",
+            "GENERATE_TITLES": "false", "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+            **env_extra}
+
+
 @contextlib.contextmanager
 def serve(*, fake_base_url: str, tmp_path: Path,
           **env_extra: str) -> Iterator[tuple[int, str, subprocess.Popen, Path]]:
     """Daphne on its own SQLite database in `tmp_path`, with one user logged in: yields the
     port, that user's session cookie value, the process and the database file."""
-    env = {**os.environ, "DATA_DIR": str(tmp_path),
-           "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3", "REDIS_URL": "",
-           "LLM_BASE_URL": fake_base_url, "LLM_MODEL": "fake-model",
-           "GENERATE_TITLES": "false", "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-           **env_extra}
+    env = server_env(fake_base_url=fake_base_url, tmp_path=tmp_path, **env_extra)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env,
                    check=True, timeout=120)
     setup = subprocess.run([sys.executable, "-m", "bench._setup", "1"], cwd=ROOT, env=env,

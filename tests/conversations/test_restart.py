@@ -26,7 +26,8 @@ def server(fake_llm_server, tmp_path):
 
 async def test_sigterm_mid_answer_keeps_every_token_the_user_saw(server):
     port, session, proc, db = server
-    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/chat/", origin="http://127.0.0.1",
+    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/chat/",
+                                  origin=f"http://127.0.0.1:{port}",
                                   additional_headers={"Cookie": f"sessionid={session}"})
     assert json.loads(await ws.recv())["type"] == "hello"
     prompt = 'fake: {"tokens": 400, "gap_ms": 10}'

@@ -23,25 +23,26 @@ def answered(prepared: sending.PreparedTurn) -> sending.PreparedTurn:
     return prepared
 
 
-def test_a_new_conversations_send_costs_at_most_seven_statements(django_assert_max_num_queries):
+def test_a_new_conversations_send_costs_at_most_eight_statements(django_assert_max_num_queries):
     """Hot path, once per turn: the user checked again, the client key probed, then BEGIN, the
-    conversation, the message pair, COMMIT. The agent comes from the process's cache."""
+    user's running answers counted (USER_MAX_CONCURRENT_TURNS), the conversation, the message
+    pair, COMMIT. The agent comes from the process's cache."""
     user = make_user()
     prepare(user, key="k-1")  # the process's first turn resolves the agent
-    with django_assert_max_num_queries(7):
+    with django_assert_max_num_queries(8):
         prepared = prepare(user, key="k-2")
     assert prepared.created and prepared.new_conversation
     assert [m.content for m in prepared.plan.history] == ["Hello"]
 
 
-def test_a_send_into_a_conversation_costs_at_most_twelve_statements(
+def test_a_send_into_a_conversation_costs_at_most_thirteen_statements(
         django_assert_max_num_queries):
     """Hot path: as above, plus the conversation locked, checked idle and its newest message
     found, its recency updated, and the branch and its tool calls read for the history."""
     user = make_user()
     conversation = str(answered(prepare(user, key="k-1")).conversation_id)
     answered(prepare(user, conversation=conversation, key="k-2"))
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(13):
         prepared = prepare(user, conversation=conversation, key="k-3")
     assert [m.role for m in prepared.plan.history] == ["user", "assistant"] * 2 + ["user"]
 

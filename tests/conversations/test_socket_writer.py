@@ -171,7 +171,7 @@ async def test_a_long_mixed_answer_arrives_exactly_through_a_real_daphne(
     with serve(fake_base_url=fake_llm_server.base_url, tmp_path=tmp_path,
                WS_DIRECT_WRITE=direct) as (port, session, proc, db):
         ws = await websockets.connect(
-            f"ws://127.0.0.1:{port}/ws/chat/", origin="http://127.0.0.1", max_queue=1,
+            f"ws://127.0.0.1:{port}/ws/chat/", origin=f"http://127.0.0.1:{port}", max_queue=1,
             additional_headers={"Cookie": f"sessionid={session}"}, max_size=None)
         assert json.loads(await ws.recv())["type"] == "hello"
         reply = "".join(f"wörd{i} 🙂 " for i in range(6500))

@@ -57,7 +57,8 @@ def two_processes(fake_llm, tmp_path):
 async def open_socket(port: int, session: str):
     ws = await websockets.connect(
         f"ws://127.0.0.1:{port}/ws/chat/",
-        additional_headers={"Cookie": f"sessionid={session}"}, origin="http://127.0.0.1",
+        additional_headers={"Cookie": f"sessionid={session}"},
+        origin=f"http://127.0.0.1:{port}",
     )
     assert json.loads(await ws.recv())["type"] == "hello"
     return ws

@@ -11,15 +11,16 @@ from django.test import AsyncClient
 
 from chatsite.asgi import application
 
+HOST = b"127.0.0.1"
 ORIGIN = b"http://127.0.0.1"
 
 
-async def connect(user, *, origin: bytes = ORIGIN) -> WebsocketCommunicator:
+async def connect(user, *, origin: bytes = ORIGIN, host: bytes = HOST) -> WebsocketCommunicator:
     client = AsyncClient()
     await client.aforce_login(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
     comm = WebsocketCommunicator(
-        application, "/ws/chat/", headers=[(b"cookie", cookie), (b"origin", origin)]
+        application, "/ws/chat/", headers=[(b"cookie", cookie), (b"origin", origin), (b"host", host)]
     )
     connected, _ = await comm.connect()
     assert connected
