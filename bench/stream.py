@@ -616,15 +616,16 @@ def split_cpu(long: dict, short: dict) -> dict | None:
 PROFILE_BUCKETS = (
     ("database thread: sync_to_async / ORM / SQLite", ("Thread._bootstrap",)),
     ("channel layer expiry sweep (_clean_expired, per message)", ("_clean_expired",)),
-    ("publish: json.dumps + group_send fan-out (tasks, deepcopy)",
-     ("Turn.publish", "InMemoryChannelLayer.group_send", "InMemoryChannelLayer.send")),
-    ("upstream read: httpx/httpcore/h11, SSE parsing, provider, loop generators",
-     ("Turn._stream", "generate_title")),
-    ("consumer: layer receive, await_many_dispatch, turn_event",
+    ("publish: runner -> broker -> joiner -> frame -> socket",
+     ("_publish", "BrokerSink", "Broker.deliver", "Joiner.deliver", "socket_writer.py",
+      "turn_json")),
+    ("upstream read: our HTTP client, SSE parsing, provider, loop generators",
+     ("_stream", "_wire.py", "_sse.py", "complete_text")),
+    ("consumer: frames in, channel-layer messages",
      ("InMemoryChannelLayer.receive", "await_many_dispatch")),
     ("daphne -> autobahn -> twisted socket write",
      ("handle_reply", "autobahn", "untilConcludes", "WebSocketProtocol", "doWrite")),
-    ("periodic flush / finish", ("_flush_periodically", "Turn._finish")),
+    ("periodic flush / finish", ("_flush_periodically", "_finish")),
     ("waiting in epoll", ("EpollSelector.select",)),
 )
 

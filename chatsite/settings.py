@@ -268,9 +268,9 @@ LLM_CONNECT_TIMEOUT = env.number("LLM_CONNECT_TIMEOUT", 10.0, minimum=0.01)
 LLM_FIRST_TOKEN_TIMEOUT = env.number("LLM_FIRST_TOKEN_TIMEOUT", 120.0, minimum=0.01)
 LLM_GAP_TIMEOUT = env.number("LLM_GAP_TIMEOUT", 60.0, minimum=0.01)
 LLM_TOTAL_TIMEOUT = env.number("LLM_TOTAL_TIMEOUT", 900.0, minimum=0.01)
-# `pooled`: our keep-alive pool on asyncio streams; `stock`: httpx's own transport, the way out
-# if an httpx or httpcore upgrade breaks ours (agents/providers/_transport.py).
-LLM_HTTP_TRANSPORT = env.choice("LLM_HTTP_TRANSPORT", "pooled", choices=("pooled", "stock"))
+# `own`: our HTTP/1.1 client on an asyncio Protocol; `stock`: httpx's own client, the way out if
+# ours misbehaves with some server (agents/providers/_transport.py).
+LLM_HTTP_TRANSPORT = env.choice("LLM_HTTP_TRANSPORT", "own", choices=("own", "stock"))
 # Ask the model for a short title after a conversation's first exchange.
 GENERATE_TITLES = env.flag("GENERATE_TITLES", default=True)
 SYSTEM_PROMPT = env.text("SYSTEM_PROMPT", "You are a helpful assistant.")

@@ -1,7 +1,7 @@
 """Model providers: one module per wire format, and a registry of live, pooled providers.
 
 `get_provider(config)` is what the rest of the code calls: it keeps one provider (and so one
-pooled httpx client, with its keep-alive connections) per provider config name and event loop;
+HTTP client, with its keep-alive connections) per provider config name and event loop;
 call `close_all()` when that loop shuts down.
 """
 
@@ -36,7 +36,7 @@ class _LoopProviders:
     retired: list[Provider] = field(default_factory=list)
 
 
-# An httpx client belongs to the event loop it first ran on, so providers are kept per loop: a
+# An HTTP client belongs to the event loop it first ran on, so providers are kept per loop: a
 # server process has one loop; tests have one per test, and a provider left from an earlier,
 # closed loop must never be used (or closed) from a new one.
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopProviders] = (

@@ -1,9 +1,10 @@
-"""What both adapters share on the wire: the pooled client, opening the timed SSE stream
-(its clock and reader are in `_timing`), error mapping.
+"""What both adapters share on the wire: the provider's client, opening the timed SSE stream
+(its clock and reader are in `_timing`), whole JSON exchanges, error mapping.
 
 Private to `agents.providers`. Everything that turns an HTTP failure into a `ProviderError` lives
-here, so the messages users see are the same whichever provider failed, and the one place that
-could leak the API key into a message is the one place that redacts it.
+here, so the messages users see are the same whichever provider failed, and whichever transport
+carried it (`_transport`); the one place that could leak the API key into a message is the one
+place that redacts it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import asyncio
 import email.utils
 import json
 import math
+import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -22,28 +24,55 @@ import httpx
 
 from agents.events import ProviderError
 from agents.providers._sse import Event
+from agents.providers._stock import StockClient
 from agents.providers._timing import StreamClock, TimedEvents
-from agents.providers._transport import make_transport
-from agents.providers.base import ProviderConfig, Timeouts
+from agents.providers._transport import (
+    KEEPALIVE_EXPIRY,
+    BadRequest,
+    BadResponse,
+    ConnectFailed,
+    HttpClient,
+    TransportError,
+)
+from agents.providers._wire import WireClient
+from agents.providers.base import HttpTransport, ProviderConfig, Timeouts
 
 # Server error texts are shown to users; long HTML error pages from proxies are not useful.
 MAX_SERVER_MESSAGE = 300
+# How much of an error response is read: its message is in the first few hundred bytes.
+MAX_ERROR_BODY = 64 * 1024
+# A whole JSON answer (a model list, a non-streamed answer) larger than this is refused.
+MAX_JSON_BODY = 32 * 1024 * 1024
 
 
-def make_client(config: ProviderConfig) -> httpx.AsyncClient:
-    """One pooled client per provider: connections are reused across turns.
+def make_client(config: ProviderConfig) -> HttpClient:
+    """One client per provider, of the kind `config.transport` names: connections are reused
+    across turns, as many kept idle as the provider may have streams.
 
-    Only the connect timeout is left to httpx; first-token, gap and total are enforced around the
-    SSE iteration (a socket read timeout cannot tell "thinking before the first token" from
-    "stalled mid-answer"). The pool, of the transport `config.transport` names, is unbounded
-    because `agents.resilience` already limits concurrency per provider, and keeps as many idle
-    connections as the provider may have streams (see `_transport`).
+    Only connecting and writing are bounded by the client; first-token, gap and total are
+    enforced around the reads (a socket read timeout cannot tell "thinking before the first
+    token" from "stalled mid-answer").
     """
-    t = config.timeouts
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(None, connect=t.connect, write=t.connect, pool=t.connect),
-        transport=make_transport(config.transport, max_idle=config.max_concurrency),
-    )
+    return make_transport(config.transport, max_idle=config.max_concurrency,
+                          connect_timeout=config.timeouts.connect)
+
+
+def make_transport(kind: HttpTransport, *, max_idle: int, connect_timeout: float,
+                   keepalive_expiry: float = KEEPALIVE_EXPIRY,
+                   ssl_context: ssl.SSLContext | None = None) -> HttpClient:
+    """A client with the same limits whichever kind (see `_transport`): no cap on connections
+    (the caller limits concurrency, as agents.resilience does per provider, so a second cap here
+    would only queue turns invisibly), at most `max_idle` idle ones kept for `keepalive_expiry`
+    seconds, and httpx's trust store (certifi, or SSL_CERT_FILE / SSL_CERT_DIR) unless
+    `ssl_context` is given."""
+    ssl_context = ssl_context or httpx.create_ssl_context()
+    if kind == "own":
+        return WireClient(max_idle=max_idle, connect_timeout=connect_timeout,
+                          keepalive_expiry=keepalive_expiry, ssl_context=ssl_context)
+    if kind == "stock":
+        return StockClient(max_idle=max_idle, connect_timeout=connect_timeout,
+                           keepalive_expiry=keepalive_expiry, ssl_context=ssl_context)
+    raise ValueError(f"unknown HTTP transport {kind!r}")
 
 
 def public_url(url: str) -> str:
@@ -62,7 +91,7 @@ def redact(text: str, *, secret: str) -> str:
     return text.replace(secret, "***") if len(secret) >= 4 else text
 
 
-def parse_retry_after(headers: httpx.Headers) -> float | None:
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait, from `retry-after-ms` (OpenAI), or `Retry-After` in seconds or HTTP date."""
     ms = headers.get("retry-after-ms")
     if ms:
@@ -148,7 +177,7 @@ class ErrorContext:
         return _truncate(redact(text, secret=self.api_key))
 
     def from_status(
-        self, *, status: int, body: bytes | str, headers: httpx.Headers
+        self, *, status: int, body: bytes | str, headers: Mapping[str, str]
     ) -> ProviderError:
         detail = self._clean(server_message(body))
         where = public_url(self.base_url)
@@ -216,6 +245,13 @@ class ErrorContext:
             retryable=True,
         )
 
+    def unsendable(self, what: str) -> ProviderError:
+        return ProviderError(
+            f"The request to the model server at {public_url(self.base_url)} cannot be sent: "
+            f"{self._clean(what)}",
+            kind="bad_request",
+        )
+
     def protocol(self, what: str) -> ProviderError:
         return ProviderError(
             f"The model server sent something we cannot read: {self._clean(what)}",
@@ -234,7 +270,7 @@ class ErrorContext:
                 kind="server_error",
                 retryable=True,
             )
-        return self.from_status(status=status, body=message, headers=httpx.Headers())
+        return self.from_status(status=status, body=message, headers={})
 
 
 def parse_json(sse: Event, *, errors: ErrorContext) -> dict[str, Any]:
@@ -249,28 +285,30 @@ def parse_json(sse: Event, *, errors: ErrorContext) -> dict[str, Any]:
 
 @contextmanager
 def _transport_errors(errors: ErrorContext) -> Iterator[None]:
-    """httpx's connection failures as the ProviderErrors users see."""
+    """A transport's failures as the ProviderErrors users see."""
     try:
         yield
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+    except ConnectFailed:
         raise errors.cannot_connect() from None
-    except httpx.TransportError:
+    except BadRequest as exc:
+        raise errors.unsendable(str(exc)) from None
+    except BadResponse as exc:
+        raise errors.protocol(str(exc)) from None
+    except TransportError:
         # Connected, then lost before the answer arrived: same remedy as a failed connect.
         raise errors.dropped() from None
 
 
-def _check_status(response: httpx.Response, *, errors: ErrorContext) -> None:
-    """An HTTP error status as a ProviderError; the body must have been read."""
-    if response.is_error:
-        raise errors.from_status(
-            status=response.status_code, body=response.content, headers=response.headers
-        )
+def encode_json(body: Any) -> bytes:
+    # As httpx encodes json=: compact, UTF-8, and no NaN (which is not JSON).
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode()
 
 
 @asynccontextmanager
 async def open_sse(
     *,
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     body: dict[str, Any],
     headers: dict[str, str],
@@ -280,38 +318,34 @@ async def open_sse(
     """POST `body` and yield its SSE events; the response is closed on exit, however it exits.
 
     Closing a response whose body was not read to the end drops its connection instead of
-    returning it to the pool, so the server sees the client go away at once (and stops
-    generating). Raises `ProviderError` for HTTP errors, connection failures and the first-token
-    or total timeout while waiting for the response headers.
+    keeping it for reuse, so the server sees the client go away at once (and stops generating).
+    Raises `ProviderError` for HTTP errors, connection failures and the first-token or total
+    timeout while waiting for the response headers.
     """
     clock = StreamClock(timeouts)
-    request = client.build_request(
-        "POST",
-        url,
-        json=body,
-        headers={**headers, "Accept": "text/event-stream", "Cache-Control": "no-store"},
-    )
-    response: httpx.Response | None = None
+    payload = encode_json(body)
+    headers = {**headers, "Content-Type": "application/json", "Accept": "text/event-stream",
+               "Cache-Control": "no-store"}
+    response = None
     events: TimedEvents | None = None
     try:
         deadline, phase = clock.next_deadline()
         try:
             with _transport_errors(errors):
                 async with asyncio.timeout_at(deadline):
-                    response = await client.send(request, stream=True)
-                    if response.is_error:
-                        await response.aread()
+                    response = await client.send("POST", url, headers=headers, body=payload)
+                    if response.status >= 400:
+                        error_body = await response.read(MAX_ERROR_BODY)
         except TimeoutError:
             raise clock.timeout_error(phase) from None
-        _check_status(response, errors=errors)
+        if response.status >= 400:
+            raise errors.from_status(status=response.status, body=error_body,
+                                     headers=response.headers)
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
             raise errors.protocol(
                 f"expected an event stream, got {content_type or 'no content type'}")
-        # Undecoded bytes unless the server compressed the stream: one layer less per token.
-        encoded = response.headers.get("content-encoding", "identity") not in ("", "identity")
-        chunks = response.aiter_bytes() if encoded else response.aiter_raw()
-        events = TimedEvents(chunks=chunks, clock=clock, errors=errors)
+        events = TimedEvents(chunks=aiter(response), clock=clock, errors=errors)
         yield events
     finally:
         if events is not None:
@@ -320,25 +354,37 @@ async def open_sse(
             await response.aclose()
 
 
-async def request_json(*, client: httpx.AsyncClient, method: str, url: str,
+async def request_json(*, client: HttpClient, method: str, url: str,
                        headers: dict[str, str], timeouts: Timeouts, errors: ErrorContext,
                        body: dict[str, Any] | None = None) -> Any:
     """A small JSON exchange (a model list; a whole, non-streamed answer), with the same error
     mapping as streams. The answer must arrive within the connect and first-token timeouts
     together: nothing of it reaches anyone before it is whole, so it is its first token."""
+    payload = None
+    if body is not None:
+        payload = encode_json(body)
+        headers = {**headers, "Content-Type": "application/json"}
     try:
         with _transport_errors(errors):
             async with asyncio.timeout(timeouts.connect + timeouts.first_token):
-                response = await client.request(method, url, headers=headers, json=body)
+                response = await client.send(method, url, headers=headers, body=payload)
+                try:
+                    limit = MAX_ERROR_BODY if response.status >= 400 else MAX_JSON_BODY + 1
+                    content = await response.read(limit)
+                finally:
+                    await response.aclose()
     except TimeoutError:
         raise ProviderError(
             f"The model server at {public_url(errors.base_url)} did not answer in time.",
             kind="timeout",
             retryable=True,
         ) from None
-    _check_status(response, errors=errors)
+    if response.status >= 400:
+        raise errors.from_status(status=response.status, body=content, headers=response.headers)
+    if len(content) > MAX_JSON_BODY:
+        raise errors.protocol(f"the answer is larger than {MAX_JSON_BODY >> 20} MiB")
     try:
-        return response.json()
+        return json.loads(content)
     except ValueError:
         raise errors.protocol("the answer is not JSON") from None
 

@@ -9,10 +9,9 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Literal
 
-import httpx
-
 from agents.events import ProviderError
 from agents.providers._sse import Event, SSEParser
+from agents.providers._transport import BadResponse, TransportError
 from agents.providers.base import Timeouts
 
 if TYPE_CHECKING:
@@ -124,10 +123,10 @@ class TimedEvents:
             if self._expired and task.uncancel() <= cancelling:
                 raise self.clock.timeout_error(phase) from None
             raise
-        except httpx.TransportError:
-            raise self._errors.dropped() from None
-        except httpx.DecodingError as exc:
+        except BadResponse as exc:
             raise self._errors.protocol(str(exc)) from None
+        except TransportError:
+            raise self._errors.dropped() from None
         finally:
             self._reader = None
 
@@ -153,7 +152,7 @@ class TimedEvents:
             async with asyncio.timeout(limit):
                 async for _ in self._chunks:
                     pass
-        except (TimeoutError, httpx.HTTPError):
+        except (TimeoutError, TransportError):
             pass
 
     async def aclose(self) -> None:

@@ -1,41 +1,89 @@
-"""The HTTP transport under every provider client: ours (`pooled`) or httpx's own (`stock`).
+"""What carries a provider's requests, whichever kind of transport: the interface both kinds
+implement and the errors both raise. Private to `agents.providers`.
 
-`pooled`, the default, is our constant-time keep-alive pool on plain asyncio streams (`_pool`,
-`_network`): it is what keeps the CPU cost of hundreds of concurrent streams down. It leans on
-httpcore internals (docs/private-apis.md), so `stock`, httpx's AsyncHTTPTransport with
-httpcore's own pool and AnyIO backend, is kept working beside it: the way out when an httpx or
-httpcore upgrade breaks ours (LLM_HTTP_TRANSPORT=stock, no code change), and the baseline ours
-is measured and tested against. Private to `agents.providers`.
+Two kinds (`LLM_HTTP_TRANSPORT`), made by `_http.make_transport`:
+
+- `own`, the default: our HTTP/1.1 client on an asyncio Protocol (`_wire`). A streamed token
+  costs one `data_received` call that de-frames it, where httpx's stack ran it through h11,
+  httpcore, httpx's stream wrappers and a StreamReader; a request skips httpx's request model,
+  cookies and auth flow. Public asyncio APIs only.
+- `stock`: httpx's own AsyncClient and transport (`_stock`): the way out if ours misbehaves with
+  some server (no code change), and the baseline ours is measured and tested against.
+
+The adapters (`openai`, `anthropic`) and `_http` see only this interface, so a failure reads
+the same to a user whichever kind carried it: `_http` turns these errors into `ProviderError`s.
 """
 
 from __future__ import annotations
 
-import ssl
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
 
-import httpx
-
-from agents.providers._pool import StackPoolTransport
-from agents.providers.base import HttpTransport
-
-# httpx's own default, kept for both kinds so that they differ only in pool and backend.
+# httpx's own default, kept for both kinds so that they differ only in how they do the work.
 KEEPALIVE_EXPIRY = 5.0
 
 
-def make_transport(kind: HttpTransport, *, max_idle: int,
-                   keepalive_expiry: float = KEEPALIVE_EXPIRY,
-                   ssl_context: ssl.SSLContext | None = None) -> httpx.AsyncBaseTransport:
-    """A transport with the same limits whichever kind: no cap on connections (the caller limits
-    concurrency, as agents.resilience does per provider, so a second cap here would only queue
-    turns invisibly), at most `max_idle` idle connections kept for `keepalive_expiry` seconds
-    (per origin in ours, in all in httpcore's: the same for a provider, which talks to one
-    origin), and the default trust store unless `ssl_context` is given. Timeouts are the
-    client's (httpx passes them to either in each request's extensions)."""
-    ssl_context = ssl_context or httpx.create_ssl_context()
-    if kind == "pooled":
-        return StackPoolTransport(max_idle=max_idle, keepalive_expiry=keepalive_expiry,
-                                  ssl_context=ssl_context)
-    if kind == "stock":
-        return httpx.AsyncHTTPTransport(verify=ssl_context, limits=httpx.Limits(
-            max_connections=None, max_keepalive_connections=max_idle,
-            keepalive_expiry=keepalive_expiry))
-    raise ValueError(f"unknown HTTP transport {kind!r}")
+class TransportError(Exception):
+    """Base of what a transport raises. Messages may name hosts and OS errors, never header
+    values (the API key travels in one)."""
+
+
+class ConnectFailed(TransportError):
+    """No connection: refused, unresolvable, timed out, the TLS handshake or certificate
+    refused. Nothing reached the server."""
+
+
+class Dropped(TransportError):
+    """The connection failed after the request went out: closed or reset before the response
+    was complete, or the request could not be written in time."""
+
+
+class BadResponse(TransportError):
+    """The server's bytes are not an HTTP/1.1 response we can read (or exceed our limits)."""
+
+
+class BadRequest(TransportError):
+    """The request cannot be sent as asked (an unsupported URL, a line break in a header
+    value); nothing was sent."""
+
+
+class HttpResponse(Protocol):
+    """A response whose status line and headers have arrived; the body is read from it.
+
+    The caller must `aclose()` it, however it ends. A response read to its end gives its
+    connection back for reuse; one closed before its end closes its connection at once, so the
+    server sees the client go away (and stops generating).
+    """
+
+    status: int
+    # Case-insensitive, as `parse_retry_after` and `ErrorContext.from_status` read them.
+    headers: Mapping[str, str]
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, de-framed and decompressed. Raises `Dropped` or
+        `BadResponse`."""
+        ...
+
+    async def read(self, limit: int) -> bytes:
+        """The body, or its first `limit` bytes when it is longer (the rest is not read)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpClient(Protocol):
+    """One provider's client, with its keep-alive connections. Belongs to one event loop."""
+
+    async def send(self, method: str, url: str, *, headers: Mapping[str, str],
+                   body: bytes | None = None) -> HttpResponse:
+        """Send a request; return once the response's head has arrived (no timeout of its own
+        beyond connecting and writing: the caller bounds the wait). Raises `ConnectFailed`,
+        `Dropped`, `BadResponse` or `BadRequest`."""
+        ...
+
+    @property
+    def is_closed(self) -> bool: ...
+
+    async def aclose(self) -> None:
+        """Close every connection, idle or in use."""
+        ...

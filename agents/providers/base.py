@@ -1,8 +1,9 @@
 """What every provider adapter shares: its configuration and the shape of `stream()`.
 
-A provider is one small module with one class whose `stream()` is an async generator over httpx
-that yields `agents.events.ProviderEvent`s, raises `ProviderError`, and closes its response in
-`finally` (so a consumer that stops iterating closes the upstream HTTP stream at once).
+A provider is one small module with one class whose `stream()` is an async generator over its
+HTTP client (`_transport`: which kind carries it is not the adapter's concern) that yields
+`agents.events.ProviderEvent`s, raises `ProviderError`, and closes its response in `finally` (so
+a consumer that stops iterating closes the upstream HTTP stream at once).
 Nothing here imports Django.
 """
 
@@ -15,8 +16,9 @@ from typing import Literal, Protocol
 from agents.events import ChatRequest, ProviderEvent
 
 ProviderKind = Literal["openai", "anthropic"]
-# Which HTTP transport carries the requests; see agents.providers._transport.
-HttpTransport = Literal["pooled", "stock"]
+# Which HTTP transport carries the requests: our HTTP/1.1 client or httpx's own; see
+# agents.providers._transport.
+HttpTransport = Literal["own", "stock"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,7 @@ class ProviderConfig:
     max_retries: int = 3
     # Upper bound on the total time spent waiting between retries of one request.
     max_retry_wait: float = 30.0
-    transport: HttpTransport = "pooled"
+    transport: HttpTransport = "own"
 
 
 class Provider(Protocol):

@@ -105,7 +105,7 @@ def test_changed_settings_change_the_environment_default(settings):
 
 
 def test_the_http_transport_setting_reaches_every_model_servers_config(settings):
-    assert resolve_agent(None).targets[0][0].transport == "pooled"
+    assert resolve_agent(None).targets[0][0].transport == "own"
     settings.LLM_HTTP_TRANSPORT = "stock"
     server = ModelServer.objects.create(name="vllm", base_url="http://vllm:8000/v1")
     Agent.objects.create(name="Default", slug="default", model="m", is_default=True,

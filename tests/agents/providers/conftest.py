@@ -1,18 +1,22 @@
 """Provider behaviour (streaming, errors, timeouts, drops, TLS) must hold on either HTTP transport
 (LLM_HTTP_TRANSPORT): a test that asks for `transport`, directly or through a fixture, runs once
-on each. Tests of our own pool's and backend's internals ask for none and run on ours only."""
+on each. Tests of our own client's internals (test_wire.py) ask for none and run on ours only."""
 
 from __future__ import annotations
 
-import httpcore
-import httpx
+import re
+import typing
+
 import pytest
 
+from agents.providers._stock import StockClient
+from agents.providers._transport import HttpClient
+from agents.providers._wire import WireClient
 from agents.providers.base import HttpTransport
 from tests.agents.providers.rawserver import CountingServer
 
 
-@pytest.fixture(params=["pooled", "stock"])
+@pytest.fixture(params=typing.get_args(HttpTransport))
 def transport(request: pytest.FixtureRequest) -> HttpTransport:
     return request.param
 
@@ -26,14 +30,18 @@ async def server():
     await s.stop()
 
 
-
 @pytest.fixture
 def kept_connections():
-    """The connections a client's pool holds, whichever the transport."""
+    """The requests each idle kept-alive connection of a client has served, whichever the
+    transport."""
 
-    def connections(client: httpx.AsyncClient) -> list[httpcore.AsyncConnectionInterface]:
-        pool = client._transport._pool
-        # Ours has a method; httpcore's pool a property.
-        return pool.connections() if callable(pool.connections) else pool.connections
+    def kept(client: HttpClient) -> list[int]:
+        if isinstance(client, WireClient):
+            return client.kept_connections()
+        assert isinstance(client, StockClient)
+        # httpx's transport, httpcore's pool and its connections' repr: private, tests only.
+        connections = client.http._transport._pool.connections
+        return [int(re.search(r"Request Count: (\d+)", repr(c)).group(1))
+                for c in connections if c.is_idle()]
 
-    return connections
+    return kept
