@@ -58,3 +58,31 @@ async def test_a_burst_of_sends_starts_three_turns_and_refuses_the_rest(fake_llm
     await broker.wait_for_turns(timeout=5)
     await comm.disconnect()
     await other.disconnect()
+
+
+async def test_answers_a_dead_process_left_hold_no_capacity(fake_llm, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.factories import make_conversation, make_message
+
+    settings.USER_MAX_CONCURRENT_TURNS = 1
+    settings.GENERATE_TITLES = False
+    user = await sync_to_async(make_user)()
+
+    def leave_a_dead_answer():
+        conversation = make_conversation(owner=user)
+        question = make_message(conversation=conversation, content="Q")
+        answer = make_message(conversation=conversation, parent=question, role="assistant",
+                              status="streaming")
+        old = timezone.now() - timedelta(seconds=settings.TURN_STALE_AFTER + 5)
+        Message.objects.filter(pk=answer.pk).update(updated_at=old)
+
+    comm = await connect(user)  # the process's start-up sweep has run: it does not see this one
+    await sync_to_async(leave_a_dead_answer)()
+    await send(comm, {"type": "send", "conversation": None, "text": 'fake: {"tokens": 1}'})
+    ack, _ = await until(comm, lambda f: f["type"] in ("ack", "error"))
+    assert ack["type"] == "ack", ack
+    await until(comm, finished)
+    await comm.disconnect()
