@@ -18,6 +18,7 @@ from agents.providers._transport import (
     BadResponse,
     ConnectFailed,
     Dropped,
+    read_at_most,
 )
 
 
@@ -82,14 +83,7 @@ class StockResponse:
         return _as_ours_each(self._response.aiter_bytes())
 
     async def read(self, limit: int) -> bytes:
-        parts = []
-        size = 0
-        async for chunk in self:
-            parts.append(chunk)
-            size += len(chunk)
-            if size >= limit:
-                break
-        return b"".join(parts)[:limit]
+        return await read_at_most(self, limit)
 
     async def aclose(self) -> None:
         await self._response.aclose()

@@ -16,7 +16,7 @@ the same to a user whichever kind carried it: `_http` turns these errors into `P
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Protocol
 
 # httpx's own default, kept for both kinds so that they differ only in how they do the work.
@@ -87,3 +87,16 @@ class HttpClient(Protocol):
     async def aclose(self) -> None:
         """Close every connection, idle or in use."""
         ...
+
+
+async def read_at_most(body: AsyncIterable[bytes], limit: int) -> bytes:
+    """The first `limit` bytes of a response body (an error page, a whole JSON answer): what a
+    `Response.read` of either kind returns."""
+    parts = []
+    size = 0
+    async for chunk in body:
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(parts)[:limit]

@@ -44,6 +44,7 @@ from agents.providers._transport import (
     BadResponse,
     ConnectFailed,
     Dropped,
+    read_at_most,
 )
 
 # A status line and headers beyond this are not a model server's: refused, not buffered.
@@ -772,14 +773,7 @@ class Response:
             raise
 
     async def read(self, limit: int) -> bytes:
-        parts = []
-        size = 0
-        async for chunk in self:
-            parts.append(chunk)
-            size += len(chunk)
-            if size >= limit:
-                break
-        return b"".join(parts)[:limit]
+        return await read_at_most(self, limit)
 
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None
