@@ -302,8 +302,7 @@ def do_interrupt_stale_turns(*, conversation: Conversation | None = None) -> lis
     # Nearly always none: one read of the partial index, and no write.
     conversation_ids = sorted({str(c) for c in stale.values_list("conversation_id", flat=True)})
     if conversation_ids:
-        stale.update(status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR,
-                     finished_at=timezone.now())
+        _interrupt(stale)
         announce_refresh_on_commit(conversation_ids=conversation_ids)
     return conversation_ids
 
@@ -311,12 +310,17 @@ def do_interrupt_stale_turns(*, conversation: Conversation | None = None) -> lis
 def do_interrupt_orphaned_turn(*, conversation_id: str) -> bool:
     """Stop for an answer no live process is writing (its process died, and the sweep has not
     come yet): mark it interrupted now, keeping its text. Returns whether there was one."""
-    ended = Message.objects.filter(
-        conversation_id=conversation_id, status__in=Message.UNFINISHED_STATUSES).update(
-        status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR, finished_at=timezone.now())
+    ended = _interrupt(Message.objects.filter(
+        conversation_id=conversation_id, status__in=Message.UNFINISHED_STATUSES))
     if ended:
         announce_refresh_on_commit(conversation_ids=[str(conversation_id)])
     return bool(ended)
+
+
+def _interrupt(messages) -> int:
+    """Unfinished answers no turn will end, ended as interrupted with their text kept."""
+    return messages.update(status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR,
+                           finished_at=timezone.now())
 
 
 def do_delete_conversation(*, user, conversation_id: uuid.UUID | str) -> None:
