@@ -1,6 +1,6 @@
 from django.apps import AppConfig
 from django.core.signals import setting_changed
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 
 
 class AgentsConfig(AppConfig):
@@ -9,12 +9,16 @@ class AgentsConfig(AppConfig):
 
     def ready(self) -> None:
         from agents import definitions, fields
-        from agents.models import Agent, ModelServer
+        from agents.models import Agent, AgentToolPolicy, McpServer, McpTool, ModelServer
 
-        # Resolved agents are cached per process: any change to the rows behind them clears it.
-        for model in (Agent, ModelServer):
+        # Resolved agents (with their tools) are cached per process: any change to the rows
+        # behind them clears it.
+        for model in (Agent, ModelServer, McpServer, McpTool, AgentToolPolicy):
             for signal in (post_save, post_delete):
                 signal.connect(definitions.agent_rows_changed, sender=model,
                                dispatch_uid=f"agent-cache-{signal is post_save}-{model.__name__}")
+        for through in (Agent.tool_servers.through, Agent.tools.through):
+            m2m_changed.connect(definitions.agent_rows_changed, sender=through,
+                                dispatch_uid=f"agent-cache-m2m-{through.__name__}")
         setting_changed.connect(definitions.settings_changed, dispatch_uid="agent-cache-settings")
         setting_changed.connect(fields.key_settings_changed, dispatch_uid="field-keys-settings")

@@ -17,6 +17,7 @@ from django.db.models import Q
 
 from agents.loop import Target
 from agents.models import Agent, ModelServer
+from agents.tool_catalog import OfferedTool, offered_tools
 from agents.providers import get_provider
 from agents.providers.base import ProviderConfig, Timeouts
 
@@ -28,6 +29,9 @@ class AgentSpec:
     system_prompt: str
     # Main model first, then fallbacks: (provider config, model name).
     targets: tuple[tuple[ProviderConfig, str], ...]
+    # The MCP tools its turns may call, and how many model rounds an answer may take.
+    tools: tuple[OfferedTool, ...] = ()
+    max_rounds: int = 10
 
 
 def live_targets(spec: AgentSpec) -> list[Target]:
@@ -112,7 +116,8 @@ def clear_agent_cache(**_: Any) -> None:
 
 
 def agent_rows_changed(*, using: str = "default", **_: Any) -> None:
-    """post_save / post_delete receiver for Agent and ModelServer."""
+    """post_save / post_delete / m2m_changed receiver for the rows an AgentSpec is built from
+    (agents, model servers, MCP servers, tools and tool policies)."""
     # Now, so that this connection's next read inside the same transaction sees the change, and
     # again at commit: another thread may have read the old rows in between and stored them.
     clear_agent_cache()
@@ -121,7 +126,7 @@ def agent_rows_changed(*, using: str = "default", **_: Any) -> None:
 
 def settings_changed(*, setting: str, **_: Any) -> None:
     """setting_changed receiver: the environment's default agent is built from settings."""
-    if setting.startswith("LLM_") or setting == "SYSTEM_PROMPT":
+    if setting.startswith(("LLM_", "TOOL_")) or setting == "SYSTEM_PROMPT":
         clear_agent_cache()
 
 
@@ -155,10 +160,14 @@ def _load_agent(agent_id: int | None) -> AgentSpec:
             system_prompt=settings.SYSTEM_PROMPT,
             targets=((config, settings.LLM_MODEL),)
             + tuple((config, model) for model in settings.LLM_FALLBACK_MODELS),
+            tools=offered_tools(None),
+            max_rounds=settings.TOOL_MAX_ROUNDS,
         )
     return AgentSpec(
         agent_id=agent.pk,
         name=agent.name,
         system_prompt=agent.system_prompt or settings.SYSTEM_PROMPT,
         targets=((server_config(agent.server), agent.model), *_fallback_targets(agent)),
+        tools=offered_tools(agent),
+        max_rounds=agent.max_tool_rounds or settings.TOOL_MAX_ROUNDS,
     )

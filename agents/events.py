@@ -200,6 +200,8 @@ class ToolCallStarted:
     # Where in the answer's text the call happened, so history can be rebuilt in order.
     text_offset: int
     server: str = ""
+    # The definition the model was offered (agents.mcp.config.ToolDefinition.definition_hash).
+    definition_hash: str = ""
     type: Literal["tool_call_started"] = "tool_call_started"
 
 
@@ -209,6 +211,11 @@ class ToolCallFinished:
     result: str
     is_error: bool
     duration_ms: int
+    # Not run: no one approved it (agents.tools.ToolResult).
+    denied: bool = False
+    # `result` was cut from `original_chars` characters.
+    truncated: bool = False
+    original_chars: int = 0
     type: Literal["tool_call_finished"] = "tool_call_finished"
 
 

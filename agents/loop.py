@@ -26,10 +26,22 @@ from agents.events import (
 )
 from agents.providers.base import Provider
 from agents.resilience import stream_with_retries
+from agents.tool_arguments import check_arguments
 from agents.tools import BeforeToolCall, NoTools, ToolBox, ToolResult
 
-# Bounds a model that keeps asking for tools: after this many rounds it must answer in text.
-DEFAULT_MAX_ROUNDS = 8
+# Bounds a model that keeps asking for tools: on the last round it is offered none, and must
+# answer in text (agents set their own bound; TOOL_MAX_ROUNDS is the default).
+DEFAULT_MAX_ROUNDS = 10
+
+
+class RoundLimitReached(Exception):
+    """The model still asked for tools on the last round it had: the turn ends with `message`
+    (what it wrote so far is kept, the calls are recorded as not run)."""
+
+    def __init__(self, rounds: int) -> None:
+        self.message = (f"The answer stopped after {rounds} model rounds, the limit for this "
+                        "agent: the model was still asking for tools.")
+        super().__init__(self.message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +74,10 @@ async def run_turn(
     model selected) and tool-call events, until the model answers without tools.
 
     Usage is summed over rounds and yielded once per round as it arrives. Raises ProviderError
-    when the model fails; whatever was yielded before stays valid (the caller keeps it)."""
+    when the model fails, and RoundLimitReached when it asks for tools on its last round;
+    whatever was yielded before stays valid (the caller keeps it)."""
     tools = tools or NoTools()
+    schemas = {spec.name: spec.input_schema for spec in tools.specs()}
     messages = list(history)
     text_offset = 0
     targets_arg = [(t.provider, t.model) for t in targets]
@@ -102,7 +116,9 @@ async def run_turn(
             return
         for call in current.calls:
             yield ToolCallStarted(
-                call=call, round=round_no, text_offset=text_offset, server=tools.server_of(call.name)
+                call=call, round=round_no, text_offset=text_offset,
+                server=tools.server_of(call.name),
+                definition_hash=tools.definition_hash_of(call.name),
             )
         if last_round:
             # The model asked for tools on the round that offered none (the bound is reached):
@@ -114,19 +130,20 @@ async def run_turn(
             results = [(refusal, 0)] * len(current.calls)
         else:
             results = await asyncio.gather(
-                *(_call_tool(tools, call, before_tool_call) for call in current.calls)
+                *(_call_tool(tools, call, before_tool_call, schemas) for call in current.calls)
             )
         for call, (result, duration_ms) in zip(current.calls, results, strict=True):
             yield ToolCallFinished(
                 call_id=call.id, result=result.content, is_error=result.is_error,
-                duration_ms=duration_ms,
+                duration_ms=duration_ms, denied=result.denied, truncated=result.truncated,
+                original_chars=result.original_chars,
             )
             messages.append(
                 ChatMessage(role="tool", content=result.content, tool_call_id=call.id,
                             is_error=result.is_error)
             )
         if last_round:
-            return
+            raise RoundLimitReached(max_rounds)
 
 
 async def complete_text(*, targets: Sequence[Target], request: ChatRequest) -> str:
@@ -140,32 +157,39 @@ async def complete_text(*, targets: Sequence[Target], request: ChatRequest) -> s
     return "".join(parts)
 
 
-def _invalid_arguments(call: ToolCall) -> ToolResult | None:
-    """The model's arguments were not a JSON object: it is told so (and can try again) rather
-    than the tool being run with none."""
-    raw = call.arguments_raw.strip()
-    if call.arguments or not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return ToolResult(content=f"Not run: the arguments are not valid JSON: {raw[:500]}",
+def _invalid_arguments(call: ToolCall, schemas: dict[str, dict]) -> ToolResult | None:
+    """The model's arguments were not a JSON object, or do not fit the tool's schema, or it
+    named a tool it was not offered: it is told so (and can try again) rather than the tool
+    being run with them. Nobody is asked to approve a call that cannot run."""
+    if call.name not in schemas:
+        return ToolResult(content=f"Not run: there is no tool named {call.name!r}.",
                           is_error=True)
-    if not isinstance(value, dict):
-        return ToolResult(content="Not run: the arguments must be a JSON object.", is_error=True)
-    return None
+    raw = call.arguments_raw.strip()
+    if raw and not call.arguments:
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return ToolResult(content=f"Not run: the arguments are not valid JSON: {raw[:500]}",
+                              is_error=True)
+        if not isinstance(value, dict):
+            return ToolResult(content="Not run: the arguments must be a JSON object.",
+                              is_error=True)
+    message = check_arguments(schema=schemas[call.name], arguments=call.arguments)
+    return ToolResult(content=message, is_error=True) if message else None
 
 
 async def _call_tool(
-    tools: ToolBox, call: ToolCall, before: BeforeToolCall | None
+    tools: ToolBox, call: ToolCall, before: BeforeToolCall | None, schemas: dict[str, dict]
 ) -> tuple[ToolResult, int]:
-    started = time.monotonic()
-    invalid = _invalid_arguments(call)
+    invalid = _invalid_arguments(call, schemas)
     if invalid is not None:
         return invalid, 0
+    # The call's own time, not the time a person took to approve it.
+    started = time.monotonic()
     try:
         result = await before(call) if before else None
         if result is None:
+            started = time.monotonic()
             result = await tools.call(call)
     except asyncio.CancelledError:
         raise

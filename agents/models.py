@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -57,6 +58,19 @@ class Agent(models.Model):
     fallback_models = models.JSONField(default=list, blank=True)
     is_default = models.BooleanField(default=False)
     enabled = models.BooleanField(default=True)
+
+    class ToolsMode(models.TextChoices):
+        ALL = "all", "Every enabled tool"
+        CHOSEN = "chosen", "Only the servers and tools chosen below"
+        NONE = "none", "No tools"
+
+    tools_mode = models.CharField(max_length=8, choices=ToolsMode.choices, default=ToolsMode.ALL)
+    tool_servers = models.ManyToManyField("McpServer", blank=True, related_name="+",
+                                          help_text="With chosen tools: every tool of these.")
+    tools = models.ManyToManyField("McpTool", blank=True, related_name="+",
+                                   help_text="With chosen tools: these single tools too.")
+    # Model rounds in one answer (each round may call tools); blank: TOOL_MAX_ROUNDS.
+    max_tool_rounds = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -71,3 +85,121 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+def validate_mcp_server_name(value: str) -> None:
+    # Names from Claude Desktop or Cursor files ("brave-search", "github.com") are kept as they
+    # are; the model sees tools under a sanitized form (agents.tool_names).
+    if not value or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value):
+        raise ValidationError("Use letters, digits, '-', '_' and '.' only.")
+
+
+class ApprovalPolicy(models.TextChoices):
+    RUN = "run", "Run without asking"
+    ASK = "ask", "Ask the user first"
+
+
+class McpServer(models.Model):
+    """An MCP server whose tools the models may call. A stdio server is a program we start on
+    this host: only superusers may add or change one (agents.admin)."""
+
+    class Transport(models.TextChoices):
+        STDIO = "stdio", "stdio (a local program)"
+        HTTP = "http", "Streamable HTTP"
+        SSE = "sse", "HTTP+SSE (the older transport)"
+
+    name = models.CharField(max_length=64, unique=True, validators=[validate_mcp_server_name])
+    transport = models.CharField(max_length=8, choices=Transport.choices,
+                                 default=Transport.STDIO)
+    enabled = models.BooleanField(default=True)
+    # stdio. Any value here (and in url, env, headers) may hold ${VAR} or ${VAR:-default}
+    # references to this process's environment, resolved at connect (agents.env_refs); since
+    # one can name any variable we have, only superusers may save one.
+    command = models.CharField(max_length=500, blank=True)
+    args = models.JSONField(default=list, blank=True)
+    # JSON objects of names to values, encrypted at rest (values are often tokens): write-only
+    # in the admin, which shows only the names.
+    env = EncryptedTextField(blank=True, default="")
+    cwd = models.CharField("working directory", max_length=500, blank=True)
+    # http, sse
+    url = models.CharField(max_length=500, blank=True)
+    headers = EncryptedTextField(blank=True, default="")
+    allow_private_addresses = models.BooleanField(
+        default=False, help_text="Allow a URL on a loopback, private or link-local address "
+        "(refused by default: the server would fetch it from inside our network).")
+    connect_timeout = models.FloatField(default=10.0, help_text="Seconds to start and greet.")
+    list_timeout = models.FloatField(default=10.0, help_text="Seconds to list the tools.")
+    call_timeout = models.FloatField(default=60.0, help_text="Seconds for one tool call.")
+    # From the last listing (admin "Test connection", a change notice, a reconnect).
+    last_error = models.TextField(blank=True)
+    last_listed_at = models.DateTimeField(null=True, blank=True)
+    protocol_version = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "MCP server"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class McpTool(models.Model):
+    """A tool as its server listed it, and what admins decided about it.
+
+    `definition_hash` is the definition admins accepted (the first listing of a server is
+    accepted as the admin adding it sees it). When the server later lists a different
+    definition under the same name, the new one waits in `pending_*` and the tool is held: not
+    offered to models and not run, until an admin accepts it (agents.tool_catalog)."""
+
+    server = models.ForeignKey(McpServer, on_delete=models.CASCADE, related_name="tools")
+    name = models.CharField(max_length=200, help_text="The server's name for the tool.")
+    # As the model sees it: unique across servers, [A-Za-z0-9_-]{1,64} (agents.tool_names).
+    exposed_name = models.CharField(max_length=64, unique=True)
+    description = models.TextField(blank=True)
+    input_schema = models.JSONField(default=dict)
+    annotations = models.JSONField(default=dict, blank=True)
+    definition_hash = models.CharField(max_length=64)
+    enabled = models.BooleanField(default=True)
+    approval = models.CharField(max_length=8, choices=ApprovalPolicy.choices,
+                                default=ApprovalPolicy.ASK)
+    # A definition the server lists now that no admin has accepted yet (blank hash: none).
+    pending_hash = models.CharField(max_length=64, blank=True)
+    pending_description = models.TextField(blank=True)
+    pending_input_schema = models.JSONField(null=True, blank=True)
+    pending_annotations = models.JSONField(null=True, blank=True)
+    pending_since = models.DateTimeField(null=True, blank=True)
+    # The server's last listing did not have it.
+    missing = models.BooleanField(default=False)
+    accepted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "MCP tool"
+        constraints = [
+            models.UniqueConstraint(fields=["server", "name"], name="mcptool_once_per_server"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server.name}/{self.name}"
+
+    @property
+    def held(self) -> bool:
+        return bool(self.pending_hash)
+
+
+class AgentToolPolicy(models.Model):
+    """An agent's own approval policy for one tool, over the tool's."""
+
+    agent = models.ForeignKey("Agent", on_delete=models.CASCADE, related_name="tool_policies")
+    tool = models.ForeignKey(McpTool, on_delete=models.CASCADE, related_name="+")
+    approval = models.CharField(max_length=8, choices=ApprovalPolicy.choices)
+
+    class Meta:
+        verbose_name = "tool policy"
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "tool"], name="agenttoolpolicy_once"),
+        ]

@@ -14,8 +14,14 @@ from agents.events import ToolCall, ToolSpec
 
 @dataclass(frozen=True, slots=True)
 class ToolResult:
+    # What the model is given (already cut to the configured size, binary content described).
     content: str
     is_error: bool = False
+    # No one approved the call (denied, or no decision in time): it did not run.
+    denied: bool = False
+    # `content` was cut from a result of `original_chars` characters.
+    truncated: bool = False
+    original_chars: int = 0
 
 
 class ToolBox(Protocol):
@@ -23,6 +29,10 @@ class ToolBox(Protocol):
 
     def server_of(self, name: str) -> str:
         """The MCP server that provides the tool ("" for built-ins); recorded in the ledger."""
+        ...
+
+    def definition_hash_of(self, name: str) -> str:
+        """The hash of the tool's definition as offered ("" when unknown); recorded too."""
         ...
 
     async def call(self, call: ToolCall) -> ToolResult: ...
@@ -37,6 +47,9 @@ class NoTools:
         return ()
 
     def server_of(self, name: str) -> str:
+        return ""
+
+    def definition_hash_of(self, name: str) -> str:
         return ""
 
     async def call(self, call: ToolCall) -> ToolResult:

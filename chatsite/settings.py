@@ -291,6 +291,13 @@ if TURN_STALE_AFTER <= 2 * TURN_FLUSH_MAX_INTERVAL:
         "be taken for dead ones."
     )
 
+# Tools (MCP). Model rounds one answer may take (each may call tools; an agent may set its own);
+# the characters of one tool result the model is given (longer ones are cut, and the cut is
+# recorded); how long a call that needs approval waits for a decision before it counts as denied.
+TOOL_MAX_ROUNDS = env.integer("TOOL_MAX_ROUNDS", 10, minimum=1)
+TOOL_RESULT_MAX_CHARS = env.integer("TOOL_RESULT_MAX_CHARS", 50_000, minimum=100)
+TOOL_APPROVAL_TIMEOUT = env.number("TOOL_APPROVAL_TIMEOUT", 900.0, minimum=1.0)
+
 LOG_LEVEL = env.choice("LOG_LEVEL", "info", choices=("debug", "info", "warning", "error"))
 LOGGING = {
     "version": 1,

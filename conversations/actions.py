@@ -268,29 +268,6 @@ def do_finish_message(
     )
 
 
-def do_record_tool_call(
-    *, message_id: int, call_id: str, name: str, server: str, arguments: dict[str, Any],
-    round: int, text_offset: int,
-) -> None:
-    ToolCall.objects.create(
-        message_id=message_id, call_id=call_id, tool_name=name, server=server,
-        arguments=arguments, round=round, text_offset=text_offset,
-        status=ToolCall.Status.RUNNING, started_at=timezone.now(),
-    )
-
-
-def do_finish_tool_call(*, message_id: int, call_id: str, result: str, is_error: bool) -> None:
-    ToolCall.objects.filter(message_id=message_id, call_id=call_id).update(
-        result=result, is_error=is_error, finished_at=timezone.now(),
-        status=ToolCall.Status.FAILED if is_error else ToolCall.Status.COMPLETE,
-    )
-
-
-def do_mark_tool_call(*, message_id: int, call_id: str, status: str) -> None:
-    """A running call's state while it waits for a decision (awaiting_approval, running)."""
-    ToolCall.objects.filter(message_id=message_id, call_id=call_id).update(status=status)
-
-
 def do_interrupt_stale_turns(*, conversation: Conversation | None = None) -> list[str]:
     """Mark turns whose process died as interrupted, keeping their text: every such turn (a
     process's periodic sweep), or one conversation's (when it is read or sent into). A running
@@ -344,7 +321,7 @@ def do_rename_conversation(*, user, conversation_id: uuid.UUID | str, title: Any
 __all__ = [
     "AUTO", "ConversationNotFound", "InvalidInput", "SendResult", "TooManyTurns",
     "TurnInProgress",
-    "do_delete_conversation", "do_finish_message", "do_finish_tool_call", "do_flush_message",
-    "do_interrupt_orphaned_turn", "do_interrupt_stale_turns", "do_mark_tool_call",
-    "do_record_tool_call", "do_regenerate", "do_rename_conversation", "do_send_message",
+    "do_delete_conversation", "do_finish_message", "do_flush_message",
+    "do_interrupt_orphaned_turn", "do_interrupt_stale_turns",
+    "do_regenerate", "do_rename_conversation", "do_send_message",
 ]

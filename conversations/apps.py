@@ -8,9 +8,12 @@ class ConversationsConfig(AppConfig):
     def ready(self) -> None:
         from conversations import account_changes, hooks
         from conversations.titles import title_after_first_exchange
+        from conversations.tool_approval import apply_tool_policy
 
         account_changes.connect_signals()
 
         # Built-in hooks, registered once per process (ready() may run again in tests).
         if title_after_first_exchange not in hooks.registered("turn_finished"):
             hooks.register("turn_finished", title_after_first_exchange)
+        if apply_tool_policy not in hooks.registered("before_tool_call"):
+            hooks.register("before_tool_call", apply_tool_policy)

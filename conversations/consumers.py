@@ -1,7 +1,7 @@
 """The chat WebSocket: frames in become calls (sending, broker, joining); events and results
 become frames out (conversations.frames). Nothing else happens here.
 
-Client frames: watch, send, stop, regenerate, ping. Server frames: see conversations.frames.
+Client frames: watch, send, stop, regenerate, decide, ping. Server frames: see conversations.frames.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from conversations import actions, broker, frames, sending
+from conversations import actions, broker, frames, sending, tool_records
 from conversations.account_changes import session_fingerprint, session_user_id
 from conversations.groups import announce_changed, user_group
 from conversations.joining import Joiner
@@ -132,6 +132,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._error("busy", str(exc), frame)
         except actions.TooManyTurns as exc:
             await self._error("too_many_turns", str(exc), frame)
+        except tool_records.NotWaiting as exc:
+            await self._error("not_waiting", str(exc), frame)
 
     async def _error(self, code: str, message: str, frame: dict | None) -> None:
         # The client's "ref" (if any) comes back, so it can match an error to its request.
@@ -169,6 +171,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(access_conversation)(
             user=self.user, conversation_id=conversation_id)
         await broker.request_stop(conversation_id=conversation_id)
+
+    async def cmd_decide(self, frame: dict) -> None:
+        """Approve or deny a tool call paused for approval (conversations.tool_approval)."""
+        conversation_id = sending.check_conversation_id(frame.get("conversation"), required=True)
+        call_id, decision = frame.get("call_id"), frame.get("decision")
+        if not isinstance(call_id, str) or not call_id or len(call_id) > 200:
+            raise ClientError("bad_frame", "\"call_id\" must be a tool call's id.")
+        if decision not in ("approve", "deny"):
+            raise ClientError("bad_frame", "\"decision\" must be \"approve\" or \"deny\".")
+        await database_sync_to_async(tool_records.do_decide_for_owner)(
+            user=self.user, conversation_id=conversation_id, call_id=call_id, decision=decision)
+        await broker.request_decision(conversation_id=conversation_id, call_id=call_id,
+                                      decision=decision)
 
     async def _acknowledge(self, prepared: sending.PreparedTurn, *, client_key: Any) -> None:
         self.user = prepared.user

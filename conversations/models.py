@@ -151,6 +151,12 @@ class ToolCall(models.Model):
         DENIED = "denied", "Denied"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Approval(models.TextChoices):
+        POLICY = "policy", "Run by policy"
+        APPROVED = "approved", "Approved"
+        DENIED = "denied", "Denied"
+        TIMED_OUT = "timed_out", "No decision in time"
+
     message = models.ForeignKey(Message, on_delete=models.PROTECT, related_name="tool_calls")
     # The id the model gave the call; results go back upstream under it.
     call_id = models.CharField(max_length=200)
@@ -162,9 +168,21 @@ class ToolCall(models.Model):
     # together they rebuild the upstream history (text, calls, results, more text) in order.
     round = models.PositiveSmallIntegerField(default=0)
     text_offset = models.PositiveIntegerField(default=0)
+    # The exact definition (agents.mcp.config.ToolDefinition.definition_hash) that was offered
+    # and run: what the call did is judged against what the tool said it does.
+    definition_hash = models.CharField(max_length=64, blank=True)
     result = models.TextField(blank=True)
+    # A result longer than TOOL_RESULT_MAX_CHARS is cut before it reaches the model: `result`
+    # is what the model saw, `result_chars` the size the server sent.
+    result_truncated = models.BooleanField(default=False)
+    result_chars = models.PositiveIntegerField(default=0)
     is_error = models.BooleanField(default=False)
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.PENDING)
+    # How the call was allowed: by policy (run), or by a user's decision (approved, denied).
+    approval = models.CharField(max_length=12, choices=Approval.choices, blank=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.PROTECT, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -60,6 +60,8 @@ class ToolCallPayload(TypedDict):
     result: str
     is_error: bool
     duration_ms: int | None
+    approval: str
+    truncated: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,11 @@ class ToolCallView:
     result: str = ""
     is_error: bool = False
     duration_ms: int | None = None
+    # How it was allowed to run: "" (not yet, or no approval needed), policy, approved, denied,
+    # timed_out (ToolCall.Approval).
+    approval: str = ""
+    # The result was cut before it reached the model.
+    truncated: bool = False
 
 
 def tool_call_from_row(call: ToolCall) -> ToolCallView:
@@ -83,7 +90,8 @@ def tool_call_from_row(call: ToolCall) -> ToolCallView:
     return ToolCallView(
         id=call.call_id, name=call.tool_name, server=call.server, arguments=call.arguments,
         round=call.round, text_offset=call.text_offset, status=call.status, result=call.result,
-        is_error=call.is_error, duration_ms=duration,
+        is_error=call.is_error, duration_ms=duration, approval=call.approval,
+        truncated=call.result_truncated,
     )
 
 
@@ -92,6 +100,7 @@ def tool_call_payload(call: ToolCallView) -> ToolCallPayload:
         "id": call.id, "name": call.name, "server": call.server, "arguments": call.arguments,
         "round": call.round, "text_offset": call.text_offset, "status": call.status,
         "result": call.result, "is_error": call.is_error, "duration_ms": call.duration_ms,
+        "approval": call.approval, "truncated": call.truncated,
     }
 
 

@@ -36,9 +36,10 @@ from agents.events import (
     Usage,
     Waiting,
 )
-from agents.loop import run_turn
+from agents.loop import RoundLimitReached, run_turn
+from agents.toolbox import McpToolBox
 from agents.tools import ToolBox, ToolResult
-from conversations import actions, hooks
+from conversations import actions, hooks, tool_records
 from conversations.coalescing import Coalescer, DeltaKind
 from conversations.models import Message
 from conversations.payloads import (
@@ -167,7 +168,7 @@ class TurnRunner:
                 if not self.stop_requested:
                     raise
                 self.status = Message.Status.STOPPED
-            except (ProviderError, hooks.TurnRefused) as exc:
+            except (ProviderError, hooks.TurnRefused, RoundLimitReached) as exc:
                 self.status, self.error = Message.Status.FAILED, exc.message
             except Exception:
                 logger.exception("turn %s failed", self.plan.message_id)
@@ -194,11 +195,16 @@ class TurnRunner:
     async def _stream(self) -> None:
         for hook in hooks.registered("before_model"):
             await hook(self.context)
-        targets = live_targets(self.plan.spec)
+        spec = self.plan.spec
+        targets = live_targets(spec)
+        tools = self.plan.tools
+        if tools is None and spec.tools:
+            tools = McpToolBox(spec.tools)
         handlers = self._handlers
-        async for event in run_turn(targets=targets, system=self.plan.spec.system_prompt,
-                                    history=self.plan.history, tools=self.plan.tools,
-                                    before_tool_call=self._before_tool_call):
+        async for event in run_turn(targets=targets, system=spec.system_prompt,
+                                    history=self.plan.history, tools=tools,
+                                    before_tool_call=self._before_tool_call,
+                                    max_rounds=spec.max_rounds):
             await handlers[event.type](event)
         await self._coalescer.flush()
 
@@ -235,20 +241,22 @@ class TurnRunner:
         view = self.tool_calls[call.id] = ToolCallView(
             id=call.id, name=call.name, server=event.server, arguments=call.arguments,
             round=event.round, text_offset=event.text_offset)
-        await database_sync_to_async(actions.do_record_tool_call)(
+        await database_sync_to_async(tool_records.do_record_tool_call)(
             message_id=self.plan.message_id, call_id=call.id, name=call.name,
             server=event.server, arguments=call.arguments, round=event.round,
-            text_offset=event.text_offset)
+            text_offset=event.text_offset, definition_hash=event.definition_hash)
         await self._publish(ToolCallChanged(call=view, kind="tool_call_started"))
 
     async def _on_tool_finished(self, event: ToolCallFinished) -> None:
         await self._coalescer.flush()
+        status = "denied" if event.denied else "failed" if event.is_error else "complete"
         view = self.tool_calls[event.call_id] = replace(
-            self.tool_calls[event.call_id], status="failed" if event.is_error else "complete",
-            result=event.result, is_error=event.is_error, duration_ms=event.duration_ms)
-        await database_sync_to_async(actions.do_finish_tool_call)(
+            self.tool_calls[event.call_id], status=status, result=event.result,
+            is_error=event.is_error, duration_ms=event.duration_ms, truncated=event.truncated)
+        await database_sync_to_async(tool_records.do_finish_tool_call)(
             message_id=self.plan.message_id, call_id=event.call_id, result=event.result,
-            is_error=event.is_error)
+            is_error=event.is_error, denied=event.denied, truncated=event.truncated,
+            original_chars=event.original_chars)
         self._new_round = True
         await self._publish(ToolCallChanged(call=view, kind="tool_call_finished"))
         await hooks.run_observers("after_tool_call", self.context, view)
@@ -301,12 +309,16 @@ class TurnRunner:
                 decision = await future
         finally:
             del self._decisions[call_id]
-        await self._mark_call(call_id, "running")
+        # The decision itself (who, when) was stored by whoever made it
+        # (tool_records.do_decide_tool_call); a denied call's end follows at once.
+        if decision == "approve":
+            await self._mark_call(call_id, "running", approval="approved")
         return decision
 
-    async def _mark_call(self, call_id: str, status: str) -> None:
-        view = self.tool_calls[call_id] = replace(self.tool_calls[call_id], status=status)
-        await database_sync_to_async(actions.do_mark_tool_call)(
+    async def _mark_call(self, call_id: str, status: str, *, approval: str = "") -> None:
+        view = self.tool_calls[call_id] = replace(self.tool_calls[call_id], status=status,
+                                                  approval=approval)
+        await database_sync_to_async(tool_records.do_mark_tool_call)(
             message_id=self.plan.message_id, call_id=call_id, status=status)
         await self._publish(ToolCallChanged(call=view, kind="tool_call_updated"))
 

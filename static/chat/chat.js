@@ -646,14 +646,36 @@ function buildToolCard() {
   const args = h("pre", { class: "tool-args" });
   const resultLabel = h("h4", {});
   const result = h("pre", { class: "tool-result" });
+  const note = h("p", { class: "tool-note" });
+  // A call paused for approval: the tool, its server and its full arguments are on the card
+  // (opened), and nothing runs until the owner decides.
+  const approve = h("button", { type: "button", class: "approve", onclick: () => decide(card, "approve") }, "Approve");
+  const deny = h("button", { type: "button", class: "deny", onclick: () => decide(card, "deny") }, "Deny");
+  const decision = h("div", { class: "tool-decision", role: "group", "aria-label": "Approve this tool call?" },
+    h("span", {}, "Run this tool?"), approve, deny);
   const card = h("details", { class: "tool-call" }, summary,
-    h("div", { class: "tool-body" }, h("h4", {}, "Arguments"), args, resultLabel, result));
-  card.__parts = { name, server, status, duration, args, resultLabel, result };
+    h("div", { class: "tool-body" }, decision, h("h4", {}, "Arguments"), args, resultLabel, result, note));
+  card.__parts = { name, server, status, duration, args, resultLabel, result, note, decision, approve, deny };
   return card;
+}
+
+function decide(card, decision) {
+  const call = card.__call;
+  if (!call || !state.conversationId) return;
+  card.__parts.approve.disabled = card.__parts.deny.disabled = true;
+  sendFrame({ type: "decide", conversation: state.conversationId, call_id: call.id, decision, ref: `decide-${call.id}` });
 }
 
 function updateToolCard(card, call) {
   const p = card.__parts;
+  const wasAwaiting = card.__call && card.__call.status === "awaiting_approval";
+  card.__call = call;
+  const awaiting = call.status === "awaiting_approval";
+  p.decision.hidden = !awaiting;
+  if (awaiting && !wasAwaiting) {
+    card.open = true;
+    p.approve.disabled = p.deny.disabled = false;
+  }
   p.name.textContent = call.name;
   p.server.textContent = call.server ? `on ${call.server}` : "";
   const statusText = {
@@ -671,6 +693,12 @@ function updateToolCard(card, call) {
   p.result.hidden = !done;
   if (p.result.textContent !== (call.result || "")) p.result.textContent = call.result || "";
   p.result.classList.toggle("is-error", Boolean(call.is_error));
+  const notes = [];
+  if (call.approval === "approved") notes.push("Approved.");
+  if (call.approval === "timed_out") notes.push("No decision in time.");
+  if (call.truncated) notes.push("The result was cut to the size limit before the model saw it.");
+  p.note.textContent = notes.join(" ");
+  p.note.hidden = !notes.length;
 }
 
 function lastAssistantId() {

@@ -38,7 +38,7 @@ def test_a_conversations_own_agent_wins_over_the_default_unless_disabled():
 
 def test_a_resolved_agent_is_reused_without_a_query(django_assert_num_queries):
     Agent.objects.create(name="Default", slug="default", model="m", is_default=True)
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2):  # the agent, and the tools it offers
         first = resolve_agent(None)
     with django_assert_num_queries(0):
         assert resolve_agent(None) is first
@@ -93,7 +93,7 @@ def test_a_spec_read_while_the_rows_change_is_not_kept(monkeypatch, django_asser
     monkeypatch.setattr(definitions, "_load_agent", load_then_change)
     resolve_agent(None)
     monkeypatch.setattr(definitions, "_load_agent", load)
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2):  # read again: the agent, and its tools
         resolve_agent(None)
 
 

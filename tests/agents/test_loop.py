@@ -4,6 +4,7 @@ import asyncio
 import json
 import time
 
+import pytest
 
 from agents.events import (
     ChatMessage,
@@ -13,7 +14,7 @@ from agents.events import (
     ToolCallStarted,
     ToolSpec,
 )
-from agents.loop import Target, run_turn
+from agents.loop import RoundLimitReached, Target, run_turn
 from agents.providers import get_provider
 from agents.providers.base import ProviderConfig
 from agents.tools import ToolResult
@@ -27,10 +28,14 @@ class Clock:
 
     def specs(self):
         return (ToolSpec(name="now", description="The time.", input_schema={"type": "object"}),
-                ToolSpec(name="wait", description="Sleep.", input_schema={"type": "object"}))
+                ToolSpec(name="wait", description="Sleep.", input_schema={"type": "object"}),
+                ToolSpec(name="explode", description="Fails.", input_schema={"type": "object"}))
 
     def server_of(self, name: str) -> str:
         return "clock"
+
+    def definition_hash_of(self, name: str) -> str:
+        return "h-" + name
 
     async def call(self, call: ToolCall) -> ToolResult:
         self.calls.append(call.name)
@@ -85,9 +90,13 @@ async def test_a_failing_tool_becomes_an_error_result_not_a_failed_turn(fake_llm
 
 async def test_the_loop_is_bounded_and_the_last_round_has_no_tools(fake_llm):
     tools = Clock()
-    events = await collect(targets=target(fake_llm), system="", tools=tools, max_rounds=3,
-                           history=user(tool_calls=[{"name": "now", "arguments": {}}],
-                                        tool_rounds=10))
+    events = []
+    with pytest.raises(RoundLimitReached, match="after 3 model rounds"):
+        async for event in run_turn(targets=target(fake_llm), system="", tools=tools,
+                                    max_rounds=3,
+                                    history=user(tool_calls=[{"name": "now", "arguments": {}}],
+                                                 tool_rounds=10)):
+            events.append(event)
     assert tools.calls == ["now", "now"]
     bodies = [r["body"] for r in fake_llm.requests()]
     assert len(bodies) == 3

@@ -170,7 +170,8 @@ async def test_streaming_and_tool_calls_work_together_and_land_in_the_ledger(fak
     assert [(c.tool_name, c.arguments, c.status, c.is_error) for c in calls] == [
         ("lookup", {"q": "a"}, "failed", True), ("lookup", {"q": "b"}, "failed", True)]
     assert all(c.text_offset == len("Let me check. ") for c in calls)
-    assert done["event"]["message"]["tool_calls"][0]["result"] == "Unknown tool: lookup"
+    assert done["event"]["message"]["tool_calls"][0]["result"] == (
+        "Not run: there is no tool named 'lookup'.")
 
     # The next turn's history carries the calls and their results in the provider's form.
     await send(comm, {"type": "send", "conversation": ack["conversation"]["id"],

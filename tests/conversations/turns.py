@@ -28,6 +28,9 @@ class Lookup:
     def server_of(self, name: str) -> str:
         return "dictionary"
 
+    def definition_hash_of(self, name: str) -> str:
+        return "lookup-v1"
+
     async def call(self, call: ToolCall) -> ToolResult:
         self.calls.append(call.arguments)
         return ToolResult(content=f"found {call.arguments.get('q')}")
