@@ -3,7 +3,8 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 
-from agents.models import Agent, ModelServer
+from agents import admin_tools  # noqa: F401  (registers the MCP tool admin)
+from agents.models import Agent, AgentToolPolicy, ModelServer
 
 
 class ModelServerForm(forms.ModelForm):
@@ -59,9 +60,24 @@ class ModelServerAdmin(admin.ModelAdmin):
         return bool(obj.api_key)
 
 
+class AgentToolPolicyInline(admin.TabularInline):
+    model = AgentToolPolicy
+    extra = 0
+    autocomplete_fields = ["tool"]
+    verbose_name = "approval policy for one tool (over the tool's own)"
+    verbose_name_plural = "approval policies for single tools (over the tools' own)"
+
+
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "server", "model", "is_default", "enabled"]
-    list_filter = ["server", "enabled"]
+    list_display = ["name", "slug", "server", "model", "tools_mode", "is_default", "enabled"]
+    list_filter = ["server", "enabled", "tools_mode"]
     search_fields = ["name", "slug", "model"]
     prepopulated_fields = {"slug": ["name"]}
+    filter_horizontal = ["tool_servers", "tools"]
+    inlines = [AgentToolPolicyInline]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "description", "system_prompt", "server", "model",
+                           "fallback_models", "is_default", "enabled"]}),
+        ("Tools", {"fields": ["tools_mode", "tool_servers", "tools", "max_tool_rounds"]}),
+    ]

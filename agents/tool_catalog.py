@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
+from agents import env_refs
 from agents.mcp.config import McpServerConfig, ToolDefinition
 from agents.models import Agent, AgentToolPolicy, ApprovalPolicy, McpServer, McpTool
 from agents.tool_names import exposed_name
@@ -71,8 +72,6 @@ class ListingReport:
 def server_config(server: McpServer) -> McpServerConfig:
     """The server's config with its ${VAR} references resolved from our environment now.
     Raises env_refs.UnresolvedReference (a user-safe message) when one is unset."""
-    from agents import env_refs
-
     return env_refs.resolve_server(server)
 
 
@@ -206,7 +205,7 @@ def offered_tools(agent: Agent | None) -> tuple[OfferedTool, ...]:
         if tool.server_id not in configs:
             try:
                 configs[tool.server_id] = server_config(tool.server)
-            except Exception as exc:  # env_refs.UnresolvedReference: a variable is not set
+            except env_refs.EnvReferenceError as exc:
                 logger.warning("MCP server %s offers no tools: %s", tool.server.name, exc)
                 configs[tool.server_id] = None
         config = configs[tool.server_id]

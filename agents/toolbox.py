@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from agents import tool_catalog
+from agents import tool_catalog, tool_refresh
 from agents.events import ToolCall, ToolSpec
 from agents.tool_catalog import OfferedTool
 from agents.tools import ToolResult
@@ -52,9 +52,7 @@ class McpToolBox:
             return ToolResult(
                 content=f"Not run: the tool {call.name!r} was changed or turned off by its "
                         "server or an admin since this answer began.", is_error=True)
-        from agents.mcp.pool import get_pool
-
-        outcome = await get_pool().call_tool(
+        outcome = await tool_refresh.pool().call_tool(
             tool.server, tool.tool_name, call.arguments,
             max_result_chars=settings.TOOL_RESULT_MAX_CHARS)
         return ToolResult(content=outcome.content, is_error=outcome.is_error,

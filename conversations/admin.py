@@ -25,8 +25,8 @@ class AuditAdminMixin:
 class ToolCallInline(AuditAdminMixin, admin.TabularInline):
     model = ToolCall
     extra = 0
-    fields = ["call_id", "server", "tool_name", "arguments", "status", "is_error", "result",
-              "started_at", "finished_at"]
+    fields = ["call_id", "server", "tool_name", "arguments", "status", "approval", "decided_by",
+              "is_error", "result", "result_truncated", "started_at", "finished_at"]
     readonly_fields = fields
     show_change_link = True
 
@@ -78,14 +78,14 @@ class MessageAdmin(AuditAdminMixin, admin.ModelAdmin):
 
 @admin.register(ToolCall)
 class ToolCallAdmin(AuditAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "tool_name", "server", "status", "is_error", "user", "started_at",
-                    "finished_at"]
-    list_filter = ["tool_name", "server", "status", "is_error",
+    list_display = ["id", "tool_name", "server", "status", "approval", "decided_by", "is_error",
+                    "user", "started_at", "finished_at"]
+    list_filter = ["tool_name", "server", "status", "approval", "is_error", "result_truncated",
                    ("message__conversation__owner", admin.RelatedOnlyFieldListFilter),
                    "created_at"]
     search_fields = ["tool_name", "server", "call_id", "result"]
     date_hierarchy = "created_at"
-    list_select_related = ["message__conversation__owner"]
+    list_select_related = ["message__conversation__owner", "decided_by"]
     readonly_fields = [f.name for f in ToolCall._meta.fields]
 
     @admin.display(description="User", ordering="message__conversation__owner__username")

@@ -35,3 +35,20 @@ def make_tool_call(*, message=None, **kw) -> ToolCall:
     kw.setdefault("tool_name", "get_time")
     return ToolCall.objects.create(
         message=message or make_message(role=Message.Role.ASSISTANT), **kw)
+
+
+def make_mcp_server(**kw):
+    from agents.models import McpServer
+
+    n = next(_n)
+    kw.setdefault("name", f"server{n}")
+    kw.setdefault("transport", McpServer.Transport.STDIO)
+    kw.setdefault("command", "true")
+    return McpServer.objects.create(**kw)
+
+
+def definition(name: str, description: str = "", schema: dict | None = None, **annotations):
+    from agents.mcp.config import ToolDefinition
+
+    return ToolDefinition(name=name, description=description or f"The {name} tool.",
+                          input_schema=schema or {"type": "object"}, annotations=annotations)
