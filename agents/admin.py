@@ -81,3 +81,6 @@ class AgentAdmin(admin.ModelAdmin):
                            "fallback_models", "is_default", "enabled"]}),
         ("Tools", {"fields": ["tools_mode", "tool_servers", "tools", "max_tool_rounds"]}),
     ]
+
+
+from agents import admin_servers  # noqa: F401, E402  (registers the MCP server admin)

@@ -236,3 +236,9 @@ async def close_pool() -> None:
     pool = _by_loop.pop(asyncio.get_running_loop(), None)
     if pool is not None:
         await pool.aclose()
+
+
+def session_states(name: str) -> list[SessionState]:
+    """The state of `name`'s session in each pool of this process whose loop is running (the
+    server's one under Daphne). Safe to call from any thread: it only reads."""
+    return [pool.state(name) for loop, pool in list(_by_loop.items()) if loop.is_running()]

@@ -94,6 +94,11 @@ def server_url(django_db_setup, django_db_blocker, fake_llm_server) -> str:
     settings.GENERATE_TITLES = True
     # The same (fast) hasher as the users made by tests/conftest.py's autouse fixture.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Tests change rows (tool policies) from this process between turns: the server process
+    # would see them up to AGENT_CACHE_SECONDS late, so it is forked without that cache.
+    from agents import definitions
+
+    definitions.AGENT_CACHE_SECONDS = 0.0
     process = DaphneProcess("127.0.0.1", partial(make_application, static_wrapper=ASGIStaticFilesHandler))
     process.daemon = True
     # Forked while pytest-django's database blocker is lifted, so the child may use the database;

@@ -178,7 +178,7 @@ def test_reasoning_is_collapsed_with_its_duration_and_tool_calls_are_cards(chat)
     card.locator("summary").click()
     expect(card.locator(".tool-args")).to_contain_text('"city": "Paris"')
     expect(card.locator("h4", has_text="Error")).to_be_visible()
-    expect(card.locator(".tool-result")).to_contain_text("Unknown tool: get_time")
+    expect(card.locator(".tool-result")).to_contain_text("there is no tool named 'get_time'")
     reasoning.locator("summary").click()
     # (The fake reasons again in the round after the tool result.)
     expect(reasoning.locator(".reasoning-body")).to_contain_text(
