@@ -1,5 +1,8 @@
 """The admin of MCP servers, and its "Import a configuration" page.
 
+(Longer than our usual module: the write-only secret fields, the superuser-only rules and their
+form validation belong together, and split apart they would have to be read together anyway.)
+
 Who may do what (agents.mcp_import applies the same rules to imports):
 - A stdio server runs a program on this host: only superusers may add one, change one, or
   turn a server into one. Other staff see stdio rows read-only and are not offered "stdio".

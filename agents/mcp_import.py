@@ -1,5 +1,8 @@
 """Import MCP servers from the JSON files other MCP clients use.
 
+(Longer than our usual module: each client's spelling and its error message is a few lines, and
+keeping every format in one place is what lets one read what an import accepts.)
+
 Formats read (`parse_config`):
 
 - `{"mcpServers": {NAME: {...}}}`: Claude Desktop, Cursor, Claude Code (.mcp.json), Cline,

@@ -1,5 +1,8 @@
 """Which addresses an HTTP MCP server may live at: checked at save and at every connect.
 
+(Longer than our usual module: the address policy, its two checks and the small transport they
+need must change together; the transport is a copy of httpx2's, kept beside its reason.)
+
 Our server fetches an HTTP MCP server's URL itself, so a URL is a way into our own network:
 loopback services, the LAN, a cloud's metadata service (169.254.169.254). Such addresses are
 refused unless an admin allows private addresses for that server. One policy (`is_forbidden`),

@@ -1,6 +1,9 @@
 """One server's long-lived session: an owner task, fed by a queue, that opens, serves, notices
 the death of, and reopens the server's `Client`.
 
+(Longer than our usual module: one state machine, whose transitions only make sense read
+together.)
+
 Why an owner task: a `Client` holds anyio cancel scopes, which must be exited by the task that
 entered them, and it is single-use. So one task per server enters each `Client`, and every
 call is handed to it through a queue and run as a CHILD task of it: cancelling one call
