@@ -73,25 +73,40 @@ async def refresh_server(*, server_id: int) -> ListingReport:
         config = tool_catalog.server_config(server)
         listing = await pool().list_tools(config)
     except Exception as exc:  # every failure is the admin's to read, in words, on the server
-        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        return await database_sync_to_async(tool_catalog.do_store_listing)(
-            server_id=server_id, tools=None, error=message)
-    return await database_sync_to_async(tool_catalog.do_store_listing)(
+        return await database_sync_to_async(_store_failure)(server_id, exc)
+    return await database_sync_to_async(_store)(server_id, listing)
+
+
+def refresh_server_now(*, server_id: int) -> ListingReport:
+    """refresh_server for synchronous callers (the admin, commands). The database work stays in
+    the caller's thread (inside its transaction, if any); only the listing runs on an event
+    loop. Under Daphne that is the server's loop, so the session it opens is the one turns use;
+    anywhere else (a command, a test client) the loop is temporary, and its sessions are closed
+    with it."""
+    server = McpServer.objects.get(pk=server_id)
+    try:
+        config = tool_catalog.server_config(server)
+        listing = async_to_sync(_list_from_sync)(config)
+    except Exception as exc:
+        return _store_failure(server_id, exc)
+    return _store(server_id, listing)
+
+
+async def _list_from_sync(config):
+    try:
+        return await pool().list_tools(config)
+    finally:
+        if threading.current_thread() is not threading.main_thread():
+            await close_pool()
+
+
+def _store(server_id: int, listing) -> ListingReport:
+    return tool_catalog.do_store_listing(
         server_id=server_id, tools=listing.tools,
         truncated=listing.reason if listing.truncated else "",
         protocol_version=listing.protocol_version)
 
 
-def refresh_server_now(*, server_id: int) -> ListingReport:
-    """refresh_server for synchronous callers (the admin, commands). Under Daphne the call runs
-    on the server's loop, so the session it opens is the one turns use; anywhere else (a
-    command, a test client) the loop is temporary, and its sessions are closed with it."""
-    return async_to_sync(_refresh_from_sync)(server_id)
-
-
-async def _refresh_from_sync(server_id: int) -> ListingReport:
-    try:
-        return await refresh_server(server_id=server_id)
-    finally:
-        if threading.current_thread() is not threading.main_thread():
-            await close_pool()
+def _store_failure(server_id: int, exc: Exception) -> ListingReport:
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return tool_catalog.do_store_listing(server_id=server_id, tools=None, error=message)

@@ -23,11 +23,12 @@ class McpServerConfig:
     # stdio
     command: str = ""
     args: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
+    # Secrets: kept out of repr(), so that no log line or error that prints a config shows them.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
     cwd: str = ""
     # http (streamable HTTP) and sse (the older HTTP+SSE transport)
     url: str = ""
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Seconds.
     connect_timeout: float = 10.0
     list_timeout: float = 10.0

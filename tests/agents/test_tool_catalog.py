@@ -149,3 +149,21 @@ def test_a_server_whose_reference_cannot_be_resolved_offers_nothing(monkeypatch)
     server = make_mcp_server(name="s", command="${NOT_SET_ANYWHERE}")
     do_store_listing(server_id=server.pk, tools=(definition("a"),))
     assert offered_names() == []
+
+
+def test_annotations_from_a_server_approve_nothing():
+    server = make_mcp_server(name="s")
+    do_store_listing(server_id=server.pk, tools=(
+        definition("read", readOnlyHint=True, destructiveHint=False, idempotentHint=True),))
+    (tool,) = offered_tools(None)
+    assert tool.approval == "ask"
+
+
+def test_a_resolved_server_does_not_show_its_secrets_when_printed():
+    from agents.env_refs import mapping_text
+
+    server = make_mcp_server(name="s", env=mapping_text({"TOKEN": "s3cret-value"}))
+    do_store_listing(server_id=server.pk, tools=(definition("a"),))
+    (tool,) = offered_tools(None)
+    assert tool.server.env == {"TOKEN": "s3cret-value"}
+    assert "s3cret-value" not in repr(tool) and "s3cret-value" not in repr(resolve_agent(None))
