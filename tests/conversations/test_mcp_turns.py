@@ -68,6 +68,15 @@ def awaiting(event) -> bool:
     return event.kind == "tool_call_updated" and event.call.status == "awaiting_approval"
 
 
+async def decide(user, prepared, row: ToolCall, decision: str) -> None:
+    """What the page's Approve and Deny do (consumers.cmd_decide), without the socket."""
+    await sync_to_async(tool_records.do_decide_for_owner)(
+        user=user, conversation_id=prepared.conversation_id, call_id=row.call_id,
+        decision=decision)
+    await broker.request_decision(conversation_id=prepared.conversation_id,
+                                  call_id=row.call_id, decision=decision)
+
+
 async def rows(prepared) -> list[ToolCall]:
     return [c async for c in ToolCall.objects.filter(
         message_id=prepared.assistant_message.id).order_by("id")]
@@ -130,11 +139,7 @@ async def test_approval_granted_runs_the_call_and_records_who_decided(fake_serve
     assert seen[-1].call.arguments == {"text": "approved"} and seen[-1].call.server == "fake"
     (row,) = await rows(prepared)
     assert row.status == "awaiting_approval"
-    await sync_to_async(tool_records.do_decide_for_owner)(
-        user=user, conversation_id=prepared.conversation_id, call_id=row.call_id,
-        decision="approve")
-    await broker.request_decision(conversation_id=prepared.conversation_id,
-                                  call_id=row.call_id, decision="approve")
+    await decide(user, prepared, row, "approve")
     seen = await read_until(events, finished)
     (call,) = seen[-1].message.tool_calls
     assert (call.status, call.result, call.approval) == ("complete", "approved", "approved")
@@ -150,11 +155,7 @@ async def test_a_denial_goes_back_to_the_model_as_a_tool_error(fake_server):
         {"name": "fake__echo", "arguments": {"text": "no"}}]))
     await read_until(events, awaiting)
     (row,) = await rows(prepared)
-    await sync_to_async(tool_records.do_decide_for_owner)(
-        user=user, conversation_id=prepared.conversation_id, call_id=row.call_id,
-        decision="deny")
-    await broker.request_decision(conversation_id=prepared.conversation_id,
-                                  call_id=row.call_id, decision="deny")
+    await decide(user, prepared, row, "deny")
     seen = await read_until(events, finished)
     (call,) = seen[-1].message.tool_calls
     assert call.status == "denied" and call.is_error and "denied" in call.result
