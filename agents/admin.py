@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from agents import admin_tools  # noqa: F401  (registers the MCP tool admin)
+from agents.admin_tools import group_names
 from agents.models import Agent, AgentToolPolicy, ModelServer
 
 
@@ -68,19 +69,48 @@ class AgentToolPolicyInline(admin.TabularInline):
     verbose_name_plural = "approval policies for single tools (over the tools' own)"
 
 
+class AgentForm(forms.ModelForm):
+    class Meta:
+        model = Agent
+        fields = "__all__"
+
+    def clean(self):
+        data = super().clean()
+        # The default answers every conversation without an agent of its own: limited, it would
+        # leave everyone outside its groups with no agent at all.
+        if data.get("is_default") and data.get("allowed_groups"):
+            raise forms.ValidationError("The default agent is everyone's: it cannot be limited "
+                                        "to groups. Limit another agent, or make another one "
+                                        "the default.")
+        return data
+
+
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "server", "model", "tools_mode", "is_default", "enabled"]
-    list_filter = ["server", "enabled", "tools_mode"]
+    form = AgentForm
+    list_display = ["name", "slug", "server", "model", "tools_mode", "who", "is_default",
+                    "enabled"]
+    list_filter = ["server", "enabled", "tools_mode", "allowed_groups"]
     search_fields = ["name", "slug", "model"]
     prepopulated_fields = {"slug": ["name"]}
-    filter_horizontal = ["tool_servers", "tools"]
+    filter_horizontal = ["allowed_groups", "tool_servers", "tools"]
     inlines = [AgentToolPolicyInline]
     fieldsets = [
         (None, {"fields": ["name", "slug", "description", "system_prompt", "server", "model",
                            "fallback_models", "is_default", "enabled"]}),
+        ("Who may use it", {"fields": ["allowed_groups"],
+                            "description": "In the chat the limit applies to everyone, staff "
+                                           "and superusers too: join a group to use the agent."}),
         ("Tools", {"fields": ["tools_mode", "tool_servers", "tools", "max_tool_rounds"]}),
     ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("allowed_groups")
+
+    @admin.display(description="Limited to")
+    def who(self, obj: Agent) -> str:
+        return group_names(obj.allowed_groups.all())
+
 
 
 from agents import admin_servers  # noqa: F401, E402  (registers the MCP server admin)

@@ -42,6 +42,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from agents import env_refs
+from agents.admin_tools import group_names
 from agents.mcp.addresses import AddressRefused, check_url
 from agents.mcp.pool import session_states
 from agents.mcp_import import (
@@ -167,8 +168,9 @@ class McpServerForm(forms.ModelForm):
 
     class Meta:
         model = McpServer
-        fields = ["name", "transport", "enabled", "command", "args", "cwd", "url",
-                  "allow_private_addresses", "connect_timeout", "list_timeout", "call_timeout"]
+        fields = ["name", "transport", "enabled", "allowed_groups", "command", "args", "cwd",
+                  "url", "allow_private_addresses", "connect_timeout", "list_timeout",
+                  "call_timeout"]
         widgets = {"args": forms.Textarea(attrs={"rows": 2})}
         labels = {"args": "Arguments", "url": "URL"}
         help_texts = {"args": 'A JSON list of strings, for example ["-y", "@scope/server"].'}
@@ -356,8 +358,9 @@ class ImportForm(forms.Form):
 @admin.register(McpServer)
 class McpServerAdmin(admin.ModelAdmin):
     form = McpServerForm
-    list_display = ["name", "transport", "enabled", "where", "tool_count", "short_error"]
-    list_filter = ["transport", "enabled"]
+    list_display = ["name", "transport", "enabled", "where", "who", "tool_count", "short_error"]
+    list_filter = ["transport", "enabled", "allowed_groups"]
+    filter_horizontal = ["allowed_groups"]
     search_fields = ["name", "command", "url"]
     readonly_fields = ["full_command_line", "env_names", "header_names", "last_error",
                        "last_listed_at", "protocol_version", "session", "listed_tools"]
@@ -366,7 +369,8 @@ class McpServerAdmin(admin.ModelAdmin):
     actions = ["test_connection"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(tool_total=Count("tools"))
+        return (super().get_queryset(request).annotate(tool_total=Count("tools"))
+                .prefetch_related("allowed_groups"))
 
     # Permissions: stdio rows are superusers' only.
 
@@ -402,7 +406,12 @@ class McpServerAdmin(admin.ModelAdmin):
         if editable:
             program += ["env_lines", "clear_env"]
             remote += ["header_lines", "clear_headers"]
-        fieldsets = [(None, {"fields": ["name", "transport", "enabled"]})]
+        fieldsets = [(None, {"fields": ["name", "transport", "enabled"]}),
+                     ("Whose models get its tools", {
+                         "fields": ["allowed_groups"],
+                         "description": "In the chat the limit applies to everyone, staff and "
+                                        "superusers too. A single tool can be limited further "
+                                        "on its own page."})]
         # Other staff cannot make a server a stdio one: its fields would only confuse them.
         if request.user.is_superuser or (obj is not None and obj.transport == STDIO):
             fieldsets.append(("Program (stdio)", {"fields": program}))
@@ -439,6 +448,10 @@ class McpServerAdmin(admin.ModelAdmin):
             return urlparse(obj.url).hostname or obj.url[:40]
         except ValueError:
             return obj.url[:40]
+
+    @admin.display(description="Limited to")
+    def who(self, obj: McpServer) -> str:
+        return group_names(obj.allowed_groups.all())
 
     @admin.display(description="Tools", ordering="tool_total")
     def tool_count(self, obj: McpServer) -> int:

@@ -34,21 +34,44 @@ class HeldFilter(admin.SimpleListFilter):
 
 @admin.register(McpTool)
 class McpToolAdmin(admin.ModelAdmin):
-    list_display = ["exposed_name", "server", "enabled", "approval", "review", "missing",
+    list_display = ["exposed_name", "server", "enabled", "approval", "who", "review", "missing",
                     "last_seen_at"]
     list_editable = ["enabled", "approval"]
-    list_filter = ["server", "enabled", "approval", HeldFilter, "missing"]
+    list_filter = ["server", "enabled", "approval", HeldFilter, "missing", "allowed_groups"]
     search_fields = ["name", "exposed_name", "description", "server__name"]
     list_select_related = ["server"]
-    fields = ["server", "name", "exposed_name", "enabled", "approval", "review",
-              "description", "schema", "annotations_json", "definition_hash", "accepted_by",
-              "accepted_at", "first_seen_at", "last_seen_at", "missing"]
-    readonly_fields = ["server", "name", "exposed_name", "review", "description", "schema",
-                       "annotations_json", "definition_hash", "accepted_by", "accepted_at",
-                       "first_seen_at", "last_seen_at", "missing"]
+    filter_horizontal = ["allowed_groups"]
+    fields = ["server", "name", "exposed_name", "enabled", "approval", "server_limit",
+              "allowed_groups", "review", "description", "schema", "annotations_json",
+              "definition_hash", "accepted_by", "accepted_at", "first_seen_at", "last_seen_at",
+              "missing"]
+    readonly_fields = ["server", "name", "exposed_name", "server_limit", "review",
+                       "description", "schema", "annotations_json", "definition_hash",
+                       "accepted_by", "accepted_at", "first_seen_at", "last_seen_at", "missing"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # tools come from their servers' listings
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("allowed_groups",
+                                                              "server__allowed_groups")
+
+    @admin.display(description="Limited to")
+    def who(self, obj: McpTool) -> str:
+        """Both limits: a person must pass the server's and the tool's."""
+        server, own = obj.server.allowed_groups.all(), obj.allowed_groups.all()
+        if not server and not own:
+            return "everyone"
+        parts = []
+        if server:
+            parts.append(f"server: {group_names(server)}")
+        if own:
+            parts.append(f"tool: {group_names(own)}")
+        return "; ".join(parts)
+
+    @admin.display(description="Its server is limited to")
+    def server_limit(self, obj: McpTool) -> str:
+        return group_names(obj.server.allowed_groups.all())
 
     @admin.display(description="Definition")
     def review(self, obj: McpTool) -> str:
@@ -97,3 +120,9 @@ class McpToolAdmin(admin.ModelAdmin):
 
 def _pretty(value) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) if value else ""
+
+
+def group_names(groups) -> str:
+    """A group limit as the admin shows it (from prefetched groups: no query)."""
+    names = sorted(g.name for g in groups)
+    return ", ".join(names) if names else "everyone"

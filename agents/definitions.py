@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 from agents.loop import Target
 from agents.models import Agent, ModelServer
@@ -32,6 +32,9 @@ class AgentSpec:
     # The MCP tools its turns may call, and how many model rounds an answer may take.
     tools: tuple[OfferedTool, ...] = ()
     max_rounds: int = 10
+    # The agent's group limit (empty: everyone). Resolved specs are everyone's: a person's turn
+    # runs agents.access.spec_for(spec), which applies this and the tools' limits.
+    allowed_groups: frozenset[int] = frozenset()
 
 
 def live_targets(spec: AgentSpec) -> list[Target]:
@@ -149,7 +152,10 @@ def resolve_agent(agent_id: int | None) -> AgentSpec:
 def _load_agent(agent_id: int | None) -> AgentSpec:
     # One query for both candidates: the conversation's agent and the admin's default.
     wanted = Q(is_default=True) if agent_id is None else Q(pk=agent_id) | Q(is_default=True)
-    candidates = list(Agent.objects.select_related("server").filter(wanted, enabled=True))
+    # Whether the agent is limited to groups comes with it; the groups are read only then.
+    limit = Agent.allowed_groups.through.objects.filter(agent_id=OuterRef("pk"))
+    candidates = list(Agent.objects.select_related("server").filter(wanted, enabled=True)
+                      .annotate(limited=Exists(limit)))
     agent = next((a for a in candidates if a.pk == agent_id), None) or next(
         (a for a in candidates if a.is_default), None)
     if agent is None:
@@ -170,4 +176,6 @@ def _load_agent(agent_id: int | None) -> AgentSpec:
         targets=((server_config(agent.server), agent.model), *_fallback_targets(agent)),
         tools=offered_tools(agent),
         max_rounds=agent.max_tool_rounds or settings.TOOL_MAX_ROUNDS,
+        allowed_groups=frozenset(agent.allowed_groups.values_list("pk", flat=True))
+        if agent.limited else frozenset(),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -58,6 +59,11 @@ class Agent(models.Model):
     fallback_models = models.JSONField(default=list, blank=True)
     is_default = models.BooleanField(default=False)
     enabled = models.BooleanField(default=True)
+    # Empty: everyone may use it (agents.access says who may, and that the limit applies to
+    # staff in the chat too).
+    allowed_groups = models.ManyToManyField(
+        Group, blank=True, related_name="+", verbose_name="limited to groups",
+        help_text="Only members of these groups see and use this agent. None: everyone.")
 
     class ToolsMode(models.TextChoices):
         ALL = "all", "Every enabled tool"
@@ -112,6 +118,11 @@ class McpServer(models.Model):
     transport = models.CharField(max_length=8, choices=Transport.choices,
                                  default=Transport.STDIO)
     enabled = models.BooleanField(default=True)
+    # Empty: every person's model may get its tools (agents.access).
+    allowed_groups = models.ManyToManyField(
+        Group, blank=True, related_name="+", verbose_name="limited to groups",
+        help_text="Only the models of members of these groups get this server's tools. "
+                  "None: everyone's.")
     # stdio. Any value here (and in url, env, headers) may hold ${VAR} or ${VAR:-default}
     # references to this process's environment, resolved at connect (agents.env_refs); since
     # one can name any variable we have, only superusers may save one.
@@ -161,6 +172,12 @@ class McpTool(models.Model):
     annotations = models.JSONField(default=dict, blank=True)
     definition_hash = models.CharField(max_length=64)
     enabled = models.BooleanField(default=True)
+    # On top of its server's limit: a person must pass both (agents.access). Empty: no limit
+    # of its own.
+    allowed_groups = models.ManyToManyField(
+        Group, blank=True, related_name="+", verbose_name="limited to groups",
+        help_text="Only the models of members of these groups get this tool, on top of its "
+                  "server's limit. None: no limit of its own.")
     approval = models.CharField(max_length=8, choices=ApprovalPolicy.choices,
                                 default=ApprovalPolicy.ASK)
     # A definition the server lists now that no admin has accepted yet (blank hash: none).

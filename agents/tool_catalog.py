@@ -16,10 +16,11 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from agents import env_refs
+from agents.access import open_to
 from agents.mcp.config import McpServerConfig, ToolDefinition
 from agents.models import Agent, AgentToolPolicy, ApprovalPolicy, McpServer, McpTool
 from agents.tool_names import exposed_name
@@ -38,6 +39,10 @@ class OfferedTool:
     input_schema: dict
     definition_hash: str
     approval: str  # ApprovalPolicy
+    # The group limits of its server and of the tool itself (empty: none); a person's model
+    # gets the tool only if it passes both (agents.access).
+    server_groups: frozenset[int] = frozenset()
+    tool_groups: frozenset[int] = frozenset()
 
     def __hash__(self) -> int:
         return hash((self.exposed_name, self.definition_hash))
@@ -199,9 +204,17 @@ def offered_tools(agent: Agent | None) -> tuple[OfferedTool, ...]:
     if agent is not None:
         tools = tools.annotate(agent_approval=Subquery(AgentToolPolicy.objects.filter(
             agent=agent, tool=OuterRef("pk")).values("approval")[:1]))
+    # Whether a limit exists is answered in the same query; the groups are read only then.
+    tools = tools.annotate(
+        server_limited=Exists(McpServer.allowed_groups.through.objects.filter(
+            mcpserver_id=OuterRef("server_id"))),
+        tool_limited=Exists(McpTool.allowed_groups.through.objects.filter(
+            mcptool_id=OuterRef("pk"))))
+    rows = list(tools.order_by("server__name", "name"))
+    server_groups, tool_groups = _group_limits(rows)
     configs: dict[int, McpServerConfig | None] = {}
     offered = []
-    for tool in tools.order_by("server__name", "name"):
+    for tool in rows:
         if tool.server_id not in configs:
             try:
                 configs[tool.server_id] = server_config(tool.server)
@@ -215,12 +228,40 @@ def offered_tools(agent: Agent | None) -> tuple[OfferedTool, ...]:
             exposed_name=tool.exposed_name, tool_name=tool.name, server=config,
             description=tool.description, input_schema=tool.input_schema,
             definition_hash=tool.definition_hash,
-            approval=getattr(tool, "agent_approval", None) or tool.approval or ApprovalPolicy.ASK))
+            approval=getattr(tool, "agent_approval", None) or tool.approval or ApprovalPolicy.ASK,
+            server_groups=server_groups.get(tool.server_id, frozenset()),
+            tool_groups=tool_groups.get(tool.pk, frozenset())))
     return tuple(offered)
 
 
-def still_offered(*, exposed_name: str, definition_hash: str) -> bool:
+def _group_limits(rows: list[McpTool]) -> tuple[dict[int, frozenset[int]],
+                                                dict[int, frozenset[int]]]:
+    """The groups of the limited servers and tools among `rows`, by server and by tool id:
+    one query per kind of limit, none when nothing is limited."""
+    server_ids = {t.server_id for t in rows if t.server_limited}
+    tool_ids = [t.pk for t in rows if t.tool_limited]
+    by_server: dict[int, set[int]] = {}
+    by_tool: dict[int, set[int]] = {}
+    if server_ids:
+        for server_id, group_id in McpServer.allowed_groups.through.objects.filter(
+                mcpserver_id__in=server_ids).values_list("mcpserver_id", "group_id"):
+            by_server.setdefault(server_id, set()).add(group_id)
+    if tool_ids:
+        for tool_id, group_id in McpTool.allowed_groups.through.objects.filter(
+                mcptool_id__in=tool_ids).values_list("mcptool_id", "group_id"):
+            by_tool.setdefault(tool_id, set()).add(group_id)
+    return ({k: frozenset(v) for k, v in by_server.items()},
+            {k: frozenset(v) for k, v in by_tool.items()})
+
+
+def still_offered(*, exposed_name: str, definition_hash: str, user_id: int | None = None) -> bool:
     """At call time: the tool is still offerable with the definition the turn offered (a change
-    notice may have held it since the turn began)."""
-    return McpTool.objects.filter(offerable(), exposed_name=exposed_name,
-                                  definition_hash=definition_hash).exists()
+    notice may have held it since the turn began), and, given `user_id`, still open to that
+    person (an admin may have limited it, or its server, to groups since). One query."""
+    rows = McpTool.objects.filter(offerable(), exposed_name=exposed_name,
+                                  definition_hash=definition_hash)
+    if user_id is not None:
+        rows = rows.filter(open_to(McpServer, user_id=user_id, outer="server_id"),
+                           open_to(McpTool, user_id=user_id))
+    return rows.exists()
+

@@ -22,7 +22,10 @@ logger = logging.getLogger(__name__)
 
 
 class McpToolBox:
-    def __init__(self, tools: Sequence[OfferedTool]) -> None:
+    def __init__(self, tools: Sequence[OfferedTool], *, user_id: int | None = None) -> None:
+        """`tools`: the turn's (already only those open to its person, agents.access);
+        `user_id`: whose turn, so that each call checks the group limits again."""
+        self._user_id = user_id
         self._tools = {tool.exposed_name: tool for tool in tools}
         self._specs = tuple(
             ToolSpec(name=t.exposed_name, description=t.description, input_schema=t.input_schema)
@@ -48,10 +51,12 @@ class McpToolBox:
             return ToolResult(content=f"Not run: there is no tool named {call.name!r}.",
                               is_error=True)
         if not await database_sync_to_async(tool_catalog.still_offered)(
-                exposed_name=tool.exposed_name, definition_hash=tool.definition_hash):
+                exposed_name=tool.exposed_name, definition_hash=tool.definition_hash,
+                user_id=self._user_id):
             return ToolResult(
-                content=f"Not run: the tool {call.name!r} was changed or turned off by its "
-                        "server or an admin since this answer began.", is_error=True)
+                content=f"Not run: the tool {call.name!r} was changed, turned off or limited "
+                        "to other groups by its server or an admin since this answer began.",
+                is_error=True)
         outcome = await tool_refresh.pool().call_tool(
             tool.server, tool.tool_name, call.arguments,
             max_result_chars=settings.TOOL_RESULT_MAX_CHARS)

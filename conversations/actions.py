@@ -14,11 +14,13 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from agents.access import AgentNotAvailable, open_to, spec_for
+from agents.definitions import AgentSpec, resolve_agent
 from agents.models import Agent
 from conversations.groups import announce_changed_on_commit, announce_refresh_on_commit
 from conversations.models import Conversation, Message, ToolCall
 from conversations.payloads import UsageView
-from conversations.selectors import ConversationNotFound, access_conversation
+from conversations.selectors import ConversationNotFound, access_conversation, sent_with_key
 
 AUTO: Final = "auto"
 INTERRUPTED_ERROR = "The server stopped while writing this answer; the text so far is kept."
@@ -38,6 +40,23 @@ class TurnInProgress(Exception):
     """The conversation already has an answer being written."""
 
 
+class AgentUnavailable(InvalidInput):
+    """The agent asked for, or the conversation's, is not one this user may use: it does not
+    exist, is turned off, or is limited to groups they are not in (which of these is not said,
+    as for a conversation that is not theirs)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="agent_unavailable")
+
+
+NO_SUCH_AGENT = "That agent does not exist or is not available to you."
+# The default agent cannot be limited in the admin (agents.admin); limited by other means, it
+# leaves those outside its groups no agent to talk to.
+NO_AGENT = "No agent is available to you: ask an admin."
+AGENT_GONE = ("The agent of this conversation is no longer available to you: start a new "
+              "conversation.")
+
+
 class TooManyTurns(Exception):
     """The user already has USER_MAX_CONCURRENT_TURNS answers being written; retry when one
     ends."""
@@ -52,6 +71,9 @@ class SendResult:
     created: bool
     # The conversation was made by this send (it has no earlier messages).
     new_conversation: bool = False
+    # The agent the turn runs with, resolved and checked for this user before anything was
+    # stored (None when nothing was: created=False).
+    spec: AgentSpec | None = None
 
 
 def _clean_text(text: Any) -> str:
@@ -86,8 +108,7 @@ def _clean_client_key(client_key: Any) -> str | None:
 
 
 def _existing_send(*, user, client_key: str) -> SendResult | None:
-    sent = Message.objects.filter(
-        client_key=client_key, role=Message.Role.USER, conversation__owner=user)
+    sent = sent_with_key(user=user, client_key=client_key)
     # Nearly every key is new: a bare probe costs half what loading the pair does (a wider
     # SELECT with a join and an ordering, all ORM work on the database thread).
     if not sent.exists():
@@ -186,9 +207,13 @@ def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) 
         conversation = access_conversation(user=user, conversation_id=conversation_id,
                                            for_update=True)
         _ensure_idle(conversation)
+        spec = _spec_for(user=user, agent_id=conversation.agent_id, refused=AGENT_GONE)
     else:
-        if agent_id is not None and not Agent.objects.filter(pk=agent_id, enabled=True).exists():
-            raise InvalidInput("That agent does not exist or is disabled.")
+        if agent_id is not None and not Agent.objects.filter(
+                open_to(Agent, user_id=user.pk), pk=agent_id, enabled=True).exists():
+            raise AgentUnavailable(NO_SUCH_AGENT)
+        spec = _spec_for(user=user, agent_id=agent_id,
+                         refused=NO_SUCH_AGENT if agent_id is not None else NO_AGENT)
         conversation = Conversation.objects.create(owner=user, agent_id=agent_id, source=source)
     # Only the parent's id is needed: loading the row would read the whole previous answer.
     if new:
@@ -212,7 +237,18 @@ def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) 
     )
     if not new:  # a new conversation's updated_at is already now
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
-    return SendResult(conversation, user_message, reply, created=True, new_conversation=new)
+    return SendResult(conversation, user_message, reply, created=True, new_conversation=new,
+                      spec=spec)
+
+
+def _spec_for(*, user, agent_id: int | None, refused: str) -> AgentSpec:
+    """The agent a turn of `user` runs with (the conversation's, else the default), its tools
+    cut to the user's groups; raises AgentUnavailable (with `refused`) before anything is
+    stored when the agent is limited to groups they are not in."""
+    try:
+        return spec_for(resolve_agent(agent_id), user_id=user.pk)
+    except AgentNotAvailable:
+        raise AgentUnavailable(refused) from None
 
 
 def do_regenerate(*, user, conversation_id: uuid.UUID | str, message_id: int) -> SendResult:
@@ -222,6 +258,7 @@ def do_regenerate(*, user, conversation_id: uuid.UUID | str, message_id: int) ->
         conversation = access_conversation(user=user, conversation_id=conversation_id,
                                            for_update=True)
         _ensure_idle(conversation)
+        spec = _spec_for(user=user, agent_id=conversation.agent_id, refused=AGENT_GONE)
         old = (conversation.messages.select_related("parent")
                .filter(pk=message_id, role=Message.Role.ASSISTANT).first())
         if old is None or old.parent is None:
@@ -231,7 +268,7 @@ def do_regenerate(*, user, conversation_id: uuid.UUID | str, message_id: int) ->
             status=Message.Status.PENDING,
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
-        return SendResult(conversation, old.parent, reply, created=True)
+        return SendResult(conversation, old.parent, reply, created=True, spec=spec)
 
 
 def do_flush_message(
@@ -319,8 +356,8 @@ def do_rename_conversation(*, user, conversation_id: uuid.UUID | str, title: Any
 
 
 __all__ = [
-    "AUTO", "ConversationNotFound", "InvalidInput", "SendResult", "TooManyTurns",
-    "TurnInProgress",
+    "AUTO", "AgentUnavailable", "ConversationNotFound", "InvalidInput", "SendResult",
+    "TooManyTurns", "TurnInProgress",
     "do_delete_conversation", "do_finish_message", "do_flush_message",
     "do_interrupt_orphaned_turn", "do_interrupt_stale_turns",
     "do_regenerate", "do_rename_conversation", "do_send_message",

@@ -199,7 +199,7 @@ class TurnRunner:
         targets = live_targets(spec)
         tools = self.plan.tools
         if tools is None and spec.tools:
-            tools = McpToolBox(spec.tools)
+            tools = McpToolBox(spec.tools, user_id=self.plan.user_id)
         handlers = self._handlers
         async for event in run_turn(targets=targets, system=spec.system_prompt,
                                     history=self.plan.history, tools=tools,

@@ -1,5 +1,8 @@
-"""Reads. `access_conversation` is the only way a user-owned row is loaded for a user: another
-user's id and a missing id raise the same ConversationNotFound (404 everywhere)."""
+"""Reads. `access_conversation` is the only way a user-owned row is loaded for a user by its id:
+another user's id and a missing id raise the same ConversationNotFound (404 everywhere).
+Messages and tool calls are reached through a conversation loaded so (or, for a resent
+message, `sent_with_key`, which is scoped to the user the same way); tests/security/
+test_isolation.py walks every URL and socket command with another user's ids."""
 
 from __future__ import annotations
 
@@ -28,6 +31,13 @@ def access_conversation(*, user, conversation_id: uuid.UUID | str,
         return rows.get(pk=conversation_id, owner=user, is_deleted=False)
     except Conversation.DoesNotExist:
         raise ConversationNotFound from None
+
+
+def sent_with_key(*, user, client_key: str) -> QuerySet[Message]:
+    """The user's message sent with this client key (a resend finds it). The key is the
+    client's to choose: scoped to the user, it never reaches another user's rows."""
+    return Message.objects.filter(client_key=client_key, role=Message.Role.USER,
+                                  conversation__owner=user)
 
 
 def conversations_for(*, user) -> QuerySet[Conversation]:

@@ -3,8 +3,9 @@ calls before a turn runs.
 
 `check_*` turn untrusted values (a socket frame, later an API body) into a typed request, or
 raise InvalidInput. `do_*` then make one trip to the database: the user checked again, the user
-message and the assistant placeholder stored (conversations.actions), and, when a turn must
-start, the agent resolved and the history built. Async callers wrap a `do_*` in one
+message and the assistant placeholder stored (conversations.actions, which also resolves the
+agent and checks that the user may use it, before storing anything), and, when a turn must
+start, the history built. Async callers wrap a `do_*` in one
 database_sync_to_async call.
 """
 
@@ -16,7 +17,6 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ObjectDoesNotExist
 
-from agents.definitions import resolve_agent
 from agents.events import ChatMessage
 from conversations import actions
 from conversations.history import upstream_history
@@ -148,7 +148,7 @@ def _prepared(*, user, result: actions.SendResult) -> PreparedTurn:
         plan = TurnPlan(
             conversation_id=str(result.conversation.pk), message_id=reply.pk,
             user_message_id=result.user_message.pk, user_id=user.pk,
-            spec=resolve_agent(result.conversation.agent_id), history=tuple(history),
+            spec=result.spec, history=tuple(history),
             created_at=reply.created_at,
         )
     return PreparedTurn(

@@ -16,7 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
-from agents.models import Agent
+from agents.access import agents_for
 from conversations import actions
 from conversations.search import BadCursor, conversation_page
 from conversations.payloads import conversation_payload
@@ -35,8 +35,9 @@ def _json_login_required(view: Callable) -> Callable:
     return wrapper
 
 
-def _agents() -> list[dict]:
-    rows = Agent.objects.filter(enabled=True).order_by("-is_default", "name")
+def _agents(user) -> list[dict]:
+    # Only the agents open to this user (agents.access): a limited one is not even named.
+    rows = agents_for(user=user)
     return [{"id": a.pk, "name": a.name, "description": a.description, "default": a.is_default}
             for a in rows]
 
@@ -57,7 +58,7 @@ def chat(request: HttpRequest, conversation_id=None) -> HttpResponse:
             "conversation": str(conversation.pk) if conversation else None,
             "title": conversation.title if conversation else "",
             "sidebar": {"items": page.items, "next_cursor": page.next_cursor},
-            "agents": _agents(),
+            "agents": _agents(request.user),
             "user": request.user.get_username(),
         },
     })

@@ -327,3 +327,16 @@ def test_the_import_view_needs_the_add_and_change_permissions(client):
     user.user_permissions.add(Permission.objects.get(codename="view_mcpserver"))
     client.force_login(user)
     assert client.get(IMPORT).status_code == 403
+
+
+def test_a_server_is_limited_to_groups_on_its_page_and_the_list_shows_the_limit(superuser):
+    from django.contrib.auth.models import Group
+
+    finance = Group.objects.create(name="finance")
+    server = make_mcp_server(name="remote", transport="http", command="", url=PUBLIC_URL)
+    make_mcp_server(name="open", transport="http", command="", url=PUBLIC_URL)
+    response = superuser.post(change_url(server), form(server, allowed_groups=[str(finance.pk)]))
+    assert response.status_code == 302, errors_of(response)
+    assert list(server.allowed_groups.all()) == [finance]
+    page = superuser.get(LIST).text
+    assert "Limited to" in page and "finance" in page and "everyone" in page

@@ -107,3 +107,23 @@ def test_tools_are_turned_off_and_set_to_run_from_the_list(admin_client):
     assert response.status_code == 302
     tool.refresh_from_db()
     assert (tool.enabled, tool.approval) == (False, "run")  # the unticked box turned it off
+
+
+def test_the_tool_list_and_page_show_both_group_limits_and_the_page_sets_the_tools(admin_client):
+    from django.contrib.auth.models import Group
+
+    finance, hr = Group.objects.create(name="finance"), Group.objects.create(name="hr")
+    server = make_mcp_server(name="ledger")
+    server.allowed_groups.add(finance)
+    do_store_listing(server_id=server.pk, tools=(definition("post"), definition("read")))
+    post = McpTool.objects.get(name="post")
+    post.allowed_groups.add(hr)
+    changelist = admin_client.get(reverse("admin:agents_mcptool_changelist")).content.decode()
+    assert "server: finance; tool: hr" in changelist and "server: finance<" in changelist
+    read = McpTool.objects.get(name="read")
+    page = admin_client.get(reverse("admin:agents_mcptool_change", args=[read.pk]))
+    assert "Its server is limited to" in page.text and "finance" in page.text
+    response = admin_client.post(reverse("admin:agents_mcptool_change", args=[read.pk]), {
+        "enabled": "on", "approval": "ask", "allowed_groups": [str(hr.pk)]})
+    assert response.status_code == 302
+    assert list(read.allowed_groups.all()) == [hr]

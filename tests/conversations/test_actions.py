@@ -135,3 +135,49 @@ def test_the_writes_of_a_turn_are_one_statement_each(user, django_assert_num_que
                           first_token_at=None, usage=UsageView(output_tokens=3))
     with django_assert_num_queries(1):
         assert store_title(str(sent.conversation.pk), "A title")
+
+
+# --- agents limited to groups (agents.access) --------------------------------------------------
+
+
+@pytest.fixture
+def books():
+    from django.contrib.auth.models import Group
+
+    from agents.models import Agent
+
+    agent = Agent.objects.create(name="Books", slug="books", model="m")
+    agent.allowed_groups.add(Group.objects.create(name="finance"))
+    return agent
+
+
+def test_a_new_conversation_with_an_agent_outside_the_users_groups_is_refused_unstored(
+        user, books):
+    with pytest.raises(actions.AgentUnavailable) as refused:
+        do_send_message(user=user, conversation_id=None, text="Hi", agent_id=books.pk)
+    with pytest.raises(actions.AgentUnavailable) as missing:
+        do_send_message(user=user, conversation_id=None, text="Hi", agent_id=books.pk + 99)
+    # Told exactly what a made-up id is told: nothing says the agent exists.
+    assert str(refused.value) == str(missing.value) == actions.NO_SUCH_AGENT
+    assert refused.value.code == "agent_unavailable"
+    assert not Message.objects.exists()
+    user.groups.add(books.allowed_groups.get())
+    result = do_send_message(user=user, conversation_id=None, text="Hi", agent_id=books.pk)
+    assert result.spec.agent_id == books.pk
+
+
+def test_a_conversation_whose_agent_became_limited_refuses_the_next_turn(user, books):
+    from agents.models import Agent
+
+    general = Agent.objects.create(name="General", slug="general", model="m")
+    first = answered(do_send_message(user=user, conversation_id=None, text="One",
+                                     agent_id=general.pk))
+    conversation = first.conversation.pk
+    general.allowed_groups.add(books.allowed_groups.get())
+    before = list(Message.objects.values_list("pk", "status"))
+    with pytest.raises(actions.AgentUnavailable, match="no longer available to you"):
+        do_send_message(user=user, conversation_id=conversation, text="Two")
+    with pytest.raises(actions.AgentUnavailable, match="no longer available to you"):
+        do_regenerate(user=user, conversation_id=conversation,
+                      message_id=first.assistant_message.pk)
+    assert list(Message.objects.values_list("pk", "status")) == before

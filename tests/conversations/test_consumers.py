@@ -298,3 +298,37 @@ async def test_sending_into_a_conversation_from_a_fresh_socket_shows_its_history
         done, frames = await until(other, finished)
         assert answer["content"] + text_of(frames) == expected_tokens(3)
     await other.disconnect()
+
+
+
+async def test_an_agent_outside_the_users_groups_cannot_start_or_continue_a_turn(fake_llm):
+    from django.contrib.auth.models import Group
+
+    from agents.models import Agent
+
+    finance = await Group.objects.acreate(name="finance")
+    books = await Agent.objects.acreate(name="Books", slug="books", model="fake-model")
+    user = await new_user()
+    comm = await connect(user)
+    # Begun while the agent was open to everyone...
+    await send(comm, {"type": "send", "conversation": None, "text": directive(tokens=1),
+                      "agent": books.pk})
+    ack, _ = await until(comm, lambda f: f["type"] == "ack")
+    await until(comm, finished)
+    conversation = ack["conversation"]["id"]
+    stored = await Message.objects.filter(conversation__owner=user).acount()
+    requests = fake_llm.stats().requests
+    # ...then limited to a group the user is not in: no new conversation with it...
+    await books.allowed_groups.aadd(finance)
+    await send(comm, {"type": "send", "conversation": None, "text": "hi", "agent": books.pk,
+                      "ref": "r1"})
+    error, _ = await until(comm, lambda f: f["type"] == "error")
+    assert (error["code"], error["ref"]) == ("agent_unavailable", "r1")
+    assert error["message"] == "That agent does not exist or is not available to you."
+    # ...and no next turn in the old one.
+    await send(comm, {"type": "send", "conversation": conversation, "text": "again"})
+    error, _ = await until(comm, lambda f: f["type"] == "error")
+    assert error["code"] == "agent_unavailable" and "start a new conversation" in error["message"]
+    assert await Message.objects.filter(conversation__owner=user).acount() == stored
+    assert fake_llm.stats().requests == requests
+    await comm.disconnect()

@@ -322,3 +322,59 @@ async def test_a_hung_call_times_out(fake_server):
     seen = await read_until(events, finished)
     (call,) = seen[-1].message.tool_calls
     assert call.status == "failed" and "timed out after 0.5 s" in call.result
+
+
+# --- tools limited to groups (agents.access) ---------------------------------------------------
+
+
+def offered(fake_llm) -> list[str]:
+    """The tools the fake model was given in the last request."""
+    return [t["function"]["name"] for t in fake_llm.requests()[-1]["body"].get("tools", [])]
+
+
+async def test_a_model_outside_a_servers_groups_never_gets_its_tools_nor_runs_one(
+        fake_server, fake_llm):
+    from django.contrib.auth.models import Group
+
+    finance = await Group.objects.acreate(name="finance")
+    await fake_server.allowed_groups.aadd(finance)
+    outsider, member = await sync_to_async(make_user)(), await sync_to_async(make_user)()
+    await member.groups.aadd(finance)
+    # The model asks for the tool by name anyway (it knows it from elsewhere, or makes it up).
+    ask = directive(tool_calls=[{"name": "fake__echo", "arguments": {"text": "leak?"}}])
+    prepared, events = await send(outsider, ask)
+    seen = await read_until(events, finished)
+    assert not [name for name in offered(fake_llm) if name.startswith("fake__")]
+    (call,) = seen[-1].message.tool_calls
+    assert call.status == "failed" and "no tool named 'fake__echo'" in call.result
+    prepared, events = await send(member, ask)
+    seen = await read_until(events, finished)
+    assert "fake__echo" in offered(fake_llm)
+    assert seen[-1].message.tool_calls[0].result == "leak?"
+
+
+async def test_a_single_tool_can_be_limited_on_top_of_its_server(fake_server, fake_llm):
+    from django.contrib.auth.models import Group
+
+    echo = await McpTool.objects.aget(name="echo")
+    await echo.allowed_groups.aadd(await Group.objects.acreate(name="hr"))
+    prepared, events = await send(await sync_to_async(make_user)(), directive(tokens=2))
+    await read_until(events, finished)
+    names = offered(fake_llm)
+    assert "fake__echo" not in names and "fake__add" in names
+
+
+async def test_a_limit_set_while_a_call_waits_for_approval_keeps_it_from_running(fake_server):
+    from django.contrib.auth.models import Group
+
+    await McpTool.objects.filter(name="echo").aupdate(approval="ask")
+    user = await sync_to_async(make_user)()
+    prepared, events = await send(user, directive(tool_calls=[
+        {"name": "fake__echo", "arguments": {"text": "late limit"}}]))
+    await read_until(events, awaiting)
+    await fake_server.allowed_groups.aadd(await Group.objects.acreate(name="finance"))
+    (row,) = await rows(prepared)
+    await decide(user, prepared, row, "approve")
+    seen = await read_until(events, finished)
+    (call,) = seen[-1].message.tool_calls
+    assert call.status == "failed" and "limited to other groups" in call.result

@@ -98,6 +98,21 @@ def test_the_page_offers_the_enabled_agents_default_first(client):
     assert agents[0]["default"] is True
 
 
+def test_an_agent_limited_to_other_groups_is_not_in_the_picker_or_the_page(client, user):
+    from django.contrib.auth.models import Group
+
+    finance = Group.objects.create(name="finance")
+    Agent.objects.create(name="General", slug="general", model="m")
+    books = Agent.objects.create(name="Bookkeeper", slug="books", model="m",
+                                 description="Posts to the ledger.")
+    books.allowed_groups.add(finance)
+    page = client.get("/")
+    assert [a["name"] for a in boot(page)["agents"]] == ["General"]
+    assert "Bookkeeper" not in page.text and "ledger" not in page.text
+    user.groups.add(finance)
+    assert [a["name"] for a in boot(client.get("/"))["agents"]] == ["Bookkeeper", "General"]
+
+
 # --- the list ------------------------------------------------------------------------------------
 
 
