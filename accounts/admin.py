@@ -1,10 +1,54 @@
+from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.http import Http404
 
 from accounts.forms import AdminLoginForm
 from accounts.models import User
 
-admin.site.register(User, UserAdmin)
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    """Django's, with what SSO did to the account shown (not editable: the provider decides it
+    at the next login), and without passwords under SSO_ONLY."""
+
+    fieldsets = (*DjangoUserAdmin.fieldsets,
+                 ("Company sign-in (SSO)", {"fields": ("sso_groups", "sso_staff",
+                                                       "sso_deactivated")}))
+    readonly_fields = ("sso_groups", "sso_staff", "sso_deactivated")
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if not settings.SSO_ONLY or obj is None:
+            return fieldsets
+        return [(name, {**options, "fields": [f for f in options["fields"] if f != "password"]})
+                for name, options in fieldsets]
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if settings.SSO_ONLY and "password" in form.base_fields:
+            # UserChangeForm declares it, so leaving it out of the fieldsets is not enough.
+            form = type(form.__name__, (form,), {})
+            del form.base_fields["password"]
+        return form
+
+    def has_add_permission(self, request):
+        # Under SSO_ONLY accounts come from the provider (and superusers from createsuperuser):
+        # an account made here could never sign in, since SSO does not join accounts by email.
+        return not settings.SSO_ONLY and super().has_add_permission(request)
+
+    def user_change_password(self, request, id, form_url=""):
+        if settings.SSO_ONLY:
+            raise Http404
+        return super().user_change_password(request, id, form_url)
+
+    def save_model(self, request, obj, form, change):
+        if "is_active" in form.changed_data:
+            # The admin decided: SSO's own deactivation no longer applies, so an account
+            # deactivated here is not let back in by its provider's next login.
+            obj.sso_deactivated = False
+        super().save_model(request, obj, form, change)
+
 
 # The admin's sign-in counts and refuses failed sign-ins as the login page does, or it would be
 # a way around the throttle (accounts/throttle.py).

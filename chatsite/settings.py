@@ -84,6 +84,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "allauth.socialaccount.providers.github",
     "accounts",
     "agents",
     "conversations",
@@ -98,6 +103,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -208,6 +214,56 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat"
 LOGOUT_REDIRECT_URL = "login"
+
+# Company sign-in (OpenID Connect, through django-allauth; accounts/sso.py, accounts/adapters.py).
+# One provider comes from the environment; admins add more as "Social applications".
+OIDC_SERVER_URL = env.url("OIDC_SERVER_URL", schemes=("http", "https"))
+OIDC_CLIENT_ID = env.text("OIDC_CLIENT_ID")
+OIDC_CLIENT_SECRET = env.text("OIDC_CLIENT_SECRET")
+OIDC_NAME = env.text("OIDC_NAME", "Company SSO")
+if OIDC_SERVER_URL and not OIDC_CLIENT_ID:
+    raise ImproperlyConfigured("OIDC_SERVER_URL is set but OIDC_CLIENT_ID is not: set both.")
+# No local sign-in at all: no password form on any page (the admin's included), no password
+# change; `manage.py createsuperuser` still works on the server.
+SSO_ONLY = env.flag("SSO_ONLY", default=False)
+SSO_GROUPS_CLAIM = env.text("SSO_GROUPS_CLAIM", "groups")
+SSO_ADMIN_GROUPS = env.csv("SSO_ADMIN_GROUPS")
+SSO_ALLOWED_GROUPS = env.csv("SSO_ALLOWED_GROUPS")
+
+# PKCE for every OpenID Connect app, the admin's included (their own settings may not say).
+SOCIALACCOUNT_PROVIDERS: dict = {
+    "openid_connect": {"OAUTH_PKCE_ENABLED": True},
+    "github": {"OAUTH_PKCE_ENABLED": True},
+}
+if OIDC_SERVER_URL:
+    SOCIALACCOUNT_PROVIDERS["openid_connect"]["APPS"] = [{
+        # The id is in the callback URL registered at the provider:
+        # /accounts/oidc/sso/login/callback/
+        "provider_id": "sso",
+        "name": OIDC_NAME,
+        "client_id": OIDC_CLIENT_ID,
+        "secret": OIDC_CLIENT_SECRET,
+        "settings": {"server_url": OIDC_SERVER_URL.rstrip("/"), "oauth_pkce_enabled": True},
+    }]
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
+# Accounts are keyed on the provider and its subject (allauth's SocialAccount), never joined to
+# another account by an email address: providers' emails are often unverified or editable by the
+# person, and a shared address must not open somebody else's account. Two accounts may therefore
+# have the same address, and none is ever asked to confirm one by mail.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = False
+SOCIALACCOUNT_EMAIL_VERIFICATION = "none"
+SOCIALACCOUNT_EMAIL_REQUIRED = False
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_UNIQUE_EMAIL = False
+# The first login makes the account, with no form in between.
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_ONLY = SSO_ONLY
+# Provider tokens are not needed after the login, so they are not kept.
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_REQUESTS_TIMEOUT = 10
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if HTTPS else "http"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.text("TIME_ZONE", "UTC")

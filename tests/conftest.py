@@ -48,3 +48,13 @@ def fake_llm(fake_llm_server, settings):
     # Titles cost a second request per conversation; tests of titles turn them on.
     settings.GENERATE_TITLES = False
     return fake_llm_server
+
+
+@pytest.fixture(scope="session")
+def oidc_server():
+    """A real OpenID Connect provider (oauth2-mock-server in node), one per test session."""
+    from tests.accounts.idp import start_idp
+
+    server = start_idp()
+    yield server
+    server.stop()

@@ -1,5 +1,6 @@
 """Configuration comes from the environment; bad values stop the start and name the variable."""
 
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,9 @@ def run(args: list[str], *, env: dict[str, str], tmp_path: Path) -> subprocess.C
     clean = {k: v for k, v in os.environ.items()
              if k not in {"DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS",
                           "SECRET_KEY_FALLBACKS", "FIELD_ENCRYPTION_KEY",
-                          "FIELD_ENCRYPTION_KEY_FALLBACKS"}}
+                          "FIELD_ENCRYPTION_KEY_FALLBACKS", "OIDC_SERVER_URL", "OIDC_CLIENT_ID",
+                          "OIDC_CLIENT_SECRET", "OIDC_NAME", "SSO_ONLY", "SSO_GROUPS_CLAIM",
+                          "SSO_ADMIN_GROUPS", "SSO_ALLOWED_GROUPS"}}
     clean.update({"DATA_DIR": str(tmp_path)}, **env)
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=clean, capture_output=True,
@@ -46,6 +49,9 @@ def run(args: list[str], *, env: dict[str, str], tmp_path: Path) -> subprocess.C
         ("CSRF_TRUSTED_ORIGINS", "example.com", "CSRF_TRUSTED_ORIGINS entries must start with"),
         ("LLM_KIND", "gemini", "LLM_KIND must be one of"),
         ("LLM_HTTP_TRANSPORT", "curl", "LLM_HTTP_TRANSPORT must be one of"),
+        ("OIDC_SERVER_URL", "login.example.com", "OIDC_SERVER_URL must be a URL"),
+        ("OIDC_SERVER_URL", "https://login.example.com", "OIDC_CLIENT_ID is not"),
+        ("SSO_ONLY", "sometimes", "SSO_ONLY must be true or false"),
     ],
 )
 def test_invalid_configuration_stops_the_start_naming_the_variable(name, value, says, tmp_path):
@@ -92,3 +98,26 @@ def test_production_settings_pass_the_deploy_check(tmp_path):
 def test_migrations_match_the_models(tmp_path):
     result = manage("makemigrations", "--check", "--dry-run", env={}, tmp_path=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_identity_provider_and_sso_rules_come_from_the_environment(tmp_path):
+    code = ("import django, os, json; os.environ['DJANGO_SETTINGS_MODULE'] = 'chatsite.settings'; "
+            "django.setup(); from django.conf import settings as s; print(json.dumps(["
+            "s.SOCIALACCOUNT_PROVIDERS['openid_connect'], s.SSO_ONLY, s.SOCIALACCOUNT_ONLY, "
+            "s.SSO_GROUPS_CLAIM, s.SSO_ADMIN_GROUPS, s.SSO_ALLOWED_GROUPS]))")
+    result = run(["-c", code], env={
+        "OIDC_SERVER_URL": "https://login.example.com/realms/acme/", "OIDC_CLIENT_ID": "chat",
+        "OIDC_CLIENT_SECRET": "s3cret", "OIDC_NAME": "Acme SSO", "SSO_ONLY": "true",
+        "SSO_GROUPS_CLAIM": "roles", "SSO_ADMIN_GROUPS": "chat-admins, it",
+        "SSO_ALLOWED_GROUPS": "chat-users"}, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    provider, sso_only, socialaccount_only, claim, admins, allowed = json.loads(result.stdout)
+    assert provider == {"OAUTH_PKCE_ENABLED": True, "APPS": [{
+        "provider_id": "sso", "name": "Acme SSO", "client_id": "chat", "secret": "s3cret",
+        "settings": {"server_url": "https://login.example.com/realms/acme",
+                     "oauth_pkce_enabled": True}}]}
+    assert (sso_only, socialaccount_only, claim, admins, allowed) == (
+        True, True, "roles", ["chat-admins", "it"], ["chat-users"])
+
+    unset = run(["-c", code], env={}, tmp_path=tmp_path)
+    assert json.loads(unset.stdout)[:2] == [{"OAUTH_PKCE_ENABLED": True}, False]
