@@ -11,7 +11,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         host = options["url"].rstrip("/")
-        if not get_user_model().objects.exists():
+        if not get_user_model().objects.exists() and settings.OIDC_SERVER_URL:
+            self.stdout.write(
+                f"\nNo accounts yet. People sign in with {settings.OIDC_NAME} at {host}/: their "
+                "accounts are made at their first login.\nMake the first admin with "
+                "`.venv/bin/python manage.py createsuperuser`"
+                + (", or sign in through SSO and promote that account (README: Company "
+                   "sign-in).\n" if settings.SSO_ONLY else " or SSO_ADMIN_GROUPS.\n"))
+        elif not get_user_model().objects.exists():
             self.stdout.write(
                 "\nNo accounts yet. Create the first (an admin) in another terminal:\n"
                 "    .venv/bin/python manage.py createsuperuser\n"
