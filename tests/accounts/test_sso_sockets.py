@@ -7,26 +7,14 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from chatsite.asgi import application
 from conversations import broker
 from conversations.models import Message
 from tests.accounts.idp import sso_login
-from tests.security.test_account_changes import closed_for_ended_session
+from tests.security.test_account_changes import closed_for_ended_session, open_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def open_socket(session_key: str) -> WebsocketCommunicator:
-    comm = WebsocketCommunicator(application, "/ws/chat/", headers=[
-        (b"cookie", f"sessionid={session_key}".encode()),
-        (b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")])
-    connected, _ = await comm.connect()
-    assert connected
-    assert json.loads(await comm.receive_from())["type"] == "hello"
-    return comm
 
 
 async def test_a_refused_login_closes_the_open_socket_and_stops_the_turn_keeping_its_text(

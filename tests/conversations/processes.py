@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,17 +55,36 @@ def server_env(*, fake_base_url: str, tmp_path: Path, **env_extra: str) -> dict[
             **env_extra}
 
 
+# A migrated database with one signed-in user, made once per test run and copied for each
+# serve(): migrating (allauth's apps included) and hashing the user's password cost a child
+# process about 7 s, paid by every test that starts a server.
+_template: tuple[Path, str] | None = None
+
+
+def _migrated_template() -> tuple[Path, str]:
+    global _template
+    if _template is None:
+        data = Path(tempfile.mkdtemp(prefix="chatsite-test-db-"))
+        atexit.register(shutil.rmtree, data, ignore_errors=True)
+        env = server_env(fake_base_url="http://127.0.0.1:9/v1", tmp_path=data)
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env,
+                       check=True, timeout=120)
+        setup = subprocess.run([sys.executable, "-m", "bench._setup", "1"], cwd=ROOT, env=env,
+                               check=True, timeout=120, capture_output=True, text=True)
+        _template = data, json.loads(setup.stdout.strip().splitlines()[-1])["sessions"][0]
+    return _template
+
+
 @contextlib.contextmanager
 def serve(*, fake_base_url: str, tmp_path: Path,
           **env_extra: str) -> Iterator[tuple[int, str, subprocess.Popen, Path]]:
     """Daphne on its own SQLite database in `tmp_path`, with one user logged in: yields the
     port, that user's session cookie value, the process and the database file."""
     env = server_env(fake_base_url=fake_base_url, tmp_path=tmp_path, **env_extra)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env,
-                   check=True, timeout=120)
-    setup = subprocess.run([sys.executable, "-m", "bench._setup", "1"], cwd=ROOT, env=env,
-                           check=True, timeout=120, capture_output=True, text=True)
-    session = json.loads(setup.stdout.strip().splitlines()[-1])["sessions"][0]
+    template, session = _migrated_template()
+    # The database and the secret key that signed the session, both the template's.
+    for name in ("db.sqlite3", "secret_key"):
+        shutil.copyfile(template / name, tmp_path / name)
     port = free_port()
     log = tmp_path / "daphne.log"
     proc = start_daphne(port, env, log)

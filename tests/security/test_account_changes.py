@@ -20,17 +20,22 @@ from tests.factories import make_user
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def open_tab(user) -> tuple[WebsocketCommunicator, AsyncClient]:
-    """A signed-in browser (its own session) with the chat socket open."""
-    client = AsyncClient()
-    await client.aforce_login(user)
+async def open_socket(session_key: str) -> WebsocketCommunicator:
+    """The chat socket of the browser holding this session, greeted."""
     comm = WebsocketCommunicator(application, "/ws/chat/", headers=[
-        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
+        (b"cookie", f"sessionid={session_key}".encode()),
         (b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")])
     connected, _ = await comm.connect()
     assert connected
     assert json.loads(await comm.receive_from())["type"] == "hello"
-    return comm, client
+    return comm
+
+
+async def open_tab(user) -> tuple[WebsocketCommunicator, AsyncClient]:
+    """A signed-in browser (its own session) with the chat socket open."""
+    client = AsyncClient()
+    await client.aforce_login(user)
+    return await open_socket(client.cookies["sessionid"].value), client
 
 
 async def closed_for_ended_session(comm, timeout: float = 5) -> None:
