@@ -1,3 +1,6 @@
+from allauth.socialaccount import admin as socialaccount_admin
+from allauth.socialaccount.models import SocialApp
+from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -53,3 +56,26 @@ class UserAdmin(DjangoUserAdmin):
 # The admin's sign-in counts and refuses failed sign-ins as the login page does, or it would be
 # a way around the throttle (accounts/throttle.py).
 admin.site.login_form = AdminLoginForm
+
+
+class SocialAppForm(socialaccount_admin.SocialAppForm):
+    """allauth's, with the client secret write-only: the stored secret is never rendered back
+    (allauth's form shows it in a text box); leaving the box empty keeps it."""
+
+    secret = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False),
+        help_text="Never shown again once saved. Leave empty to keep the current secret.")
+
+    def clean_secret(self) -> str:
+        entered = self.cleaned_data.get("secret") or ""
+        if not entered and self.instance.pk:
+            return SocialApp.objects.values_list("secret", flat=True).get(pk=self.instance.pk)
+        return entered
+
+
+class SocialAppAdmin(socialaccount_admin.SocialAppAdmin):
+    form = SocialAppForm
+
+
+admin.site.unregister(SocialApp)
+admin.site.register(SocialApp, SocialAppAdmin)
