@@ -26,7 +26,12 @@ from django.test import Client
 
 from accounts import sso
 from tests.accounts.idp import PROVIDER_ID, ROOT, sso_login
-from tests.conversations.processes import free_port, start_daphne, wait_listening
+from tests.conversations.processes import (
+    free_port,
+    migrated_database,
+    start_daphne,
+    wait_listening,
+)
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
@@ -331,8 +336,7 @@ def site_process(idp, tmp_path, **env):
                "OIDC_SERVER_URL": idp.url, "OIDC_CLIENT_ID": "chatsite-tests",
                "OIDC_CLIENT_SECRET": "not-a-real-secret", "OIDC_NAME": "Acme SSO", **env}
     if database_url.startswith("sqlite"):
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=environ,
-                       check=True, timeout=120)
+        migrated_database(tmp_path / "db.sqlite3")
     log = tmp_path / "daphne.log"
     proc = start_daphne(port, environ, log)
     try:

@@ -69,10 +69,16 @@ def _migrated_template() -> tuple[Path, str]:
         env = server_env(fake_base_url="http://127.0.0.1:9/v1", tmp_path=data)
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env,
                        check=True, timeout=120)
+        shutil.copyfile(data / "db.sqlite3", data / "empty.sqlite3")
         setup = subprocess.run([sys.executable, "-m", "bench._setup", "1"], cwd=ROOT, env=env,
                                check=True, timeout=120, capture_output=True, text=True)
         _template = data, json.loads(setup.stdout.strip().splitlines()[-1])["sessions"][0]
     return _template
+
+
+def migrated_database(path: Path) -> None:
+    """A migrated SQLite database with no accounts at `path` (a copy of the template's)."""
+    shutil.copyfile(_migrated_template()[0] / "empty.sqlite3", path)
 
 
 @contextlib.contextmanager
