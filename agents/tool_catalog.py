@@ -238,20 +238,20 @@ def _group_limits(rows: list[McpTool]) -> tuple[dict[int, frozenset[int]],
                                                 dict[int, frozenset[int]]]:
     """The groups of the limited servers and tools among `rows`, by server and by tool id:
     one query per kind of limit, none when nothing is limited."""
-    server_ids = {t.server_id for t in rows if t.server_limited}
-    tool_ids = [t.pk for t in rows if t.tool_limited]
-    by_server: dict[int, set[int]] = {}
-    by_tool: dict[int, set[int]] = {}
-    if server_ids:
-        for server_id, group_id in McpServer.allowed_groups.through.objects.filter(
-                mcpserver_id__in=server_ids).values_list("mcpserver_id", "group_id"):
-            by_server.setdefault(server_id, set()).add(group_id)
-    if tool_ids:
-        for tool_id, group_id in McpTool.allowed_groups.through.objects.filter(
-                mcptool_id__in=tool_ids).values_list("mcptool_id", "group_id"):
-            by_tool.setdefault(tool_id, set()).add(group_id)
-    return ({k: frozenset(v) for k, v in by_server.items()},
-            {k: frozenset(v) for k, v in by_tool.items()})
+    return (_groups_of(McpServer, {t.server_id for t in rows if t.server_limited}),
+            _groups_of(McpTool, {t.pk for t in rows if t.tool_limited}))
+
+
+def _groups_of(model, ids: set[int]) -> dict[int, frozenset[int]]:
+    """The allowed groups of these rows of `model` (McpServer or McpTool), by row id."""
+    if not ids:
+        return {}
+    column = f"{model._meta.model_name}_id"
+    found: dict[int, set[int]] = {}
+    for row_id, group_id in model.allowed_groups.through.objects.filter(
+            **{f"{column}__in": ids}).values_list(column, "group_id"):
+        found.setdefault(row_id, set()).add(group_id)
+    return {k: frozenset(v) for k, v in found.items()}
 
 
 def still_offered(*, exposed_name: str, definition_hash: str, user_id: int | None = None) -> bool:

@@ -3,8 +3,6 @@ turns at once, through the same path as an admin's deactivation (conversations/a
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
@@ -12,7 +10,11 @@ from django.test import Client
 from conversations import broker
 from conversations.models import Message
 from tests.accounts.idp import sso_login
-from tests.security.test_account_changes import closed_for_ended_session, open_socket
+from tests.security.test_account_changes import (
+    closed_for_ended_session,
+    open_socket,
+    start_long_answer,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,12 +26,7 @@ async def test_a_refused_login_closes_the_open_socket_and_stops_the_turn_keeping
     browser = Client()
     assert (await sync_to_async(sso_login)(browser, key)).status_code == 302
     tab = await open_socket(browser.cookies["sessionid"].value)
-    await tab.send_to(text_data=json.dumps({
-        "type": "send", "conversation": None, "text": 'fake: {"tokens": 300, "gap_ms": 20}'}))
-    seen = 0
-    while seen < 20:  # the answer is under way
-        frame = json.loads(await tab.receive_from(timeout=5))
-        seen += frame["type"] == "turn" and frame["event"]["kind"] == "text"
+    await start_long_answer(tab)
 
     # Moved out of the allowed groups at the provider, the person signs in again elsewhere.
     await sync_to_async(idp.add_person)(key, sub=f"sub-{key}", groups=["alumni"])

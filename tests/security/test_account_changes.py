@@ -31,6 +31,16 @@ async def open_socket(session_key: str) -> WebsocketCommunicator:
     return comm
 
 
+async def start_long_answer(comm: WebsocketCommunicator) -> None:
+    """Send a message whose answer takes seconds, and return once it is streaming."""
+    await comm.send_to(text_data=json.dumps({
+        "type": "send", "conversation": None, "text": 'fake: {"tokens": 300, "gap_ms": 20}'}))
+    seen = 0
+    while seen < 20:
+        frame = json.loads(await comm.receive_from(timeout=5))
+        seen += frame["type"] == "turn" and frame["event"]["kind"] == "text"
+
+
 async def open_tab(user) -> tuple[WebsocketCommunicator, AsyncClient]:
     """A signed-in browser (its own session) with the chat socket open."""
     client = AsyncClient()
@@ -65,12 +75,7 @@ async def test_deactivation_closes_every_socket_and_stops_the_running_turn(fake_
     tab1, _ = await open_tab(alice)
     tab2, _ = await open_tab(alice)
     bobs, _ = await open_tab(bob)
-    await tab1.send_to(text_data=json.dumps({
-        "type": "send", "conversation": None, "text": 'fake: {"tokens": 300, "gap_ms": 20}'}))
-    seen = 0
-    while seen < 20:  # the answer is under way
-        frame = json.loads(await tab1.receive_from(timeout=5))
-        seen += frame["type"] == "turn" and frame["event"]["kind"] == "text"
+    await start_long_answer(tab1)
 
     alice.is_active = False
     await sync_to_async(alice.save)()  # as the admin's change form does
