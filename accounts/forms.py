@@ -1,10 +1,13 @@
-"""The sign-in forms: Django's, with failed sign-ins throttled (accounts/throttle.py).
+"""The sign-in forms: Django's, with failed sign-ins throttled (accounts/throttle.py); and the
+account page's form for a new API key.
 
 Both the login page and the admin's login go through `ThrottledLoginMixin.clean`, so neither
 can be used to go on guessing a password the other refuses to check.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -42,3 +45,19 @@ class LoginForm(ThrottledLoginMixin, AuthenticationForm):
 
 class AdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
     pass
+
+
+class ApiKeyForm(forms.Form):
+    """A new API key on the account page: a name, and how long it lasts. The name's rules are
+    the action's (api_keys.do_create_api_key); this only makes the page's field."""
+
+    EXPIRY_CHOICES = [("7", "7 days"), ("30", "30 days"), ("90", "90 days"),
+                      ("365", "1 year"), ("never", "Never")]
+
+    name = forms.CharField(max_length=100, help_text="What the key is for, e.g. “laptop script”.")
+    expires = forms.ChoiceField(choices=EXPIRY_CHOICES, initial="90", label="Expires after")
+
+    def expires_at(self, *, now):
+        """When the chosen expiry ends, from `now`; None for never. Only on a valid form."""
+        chosen = self.cleaned_data["expires"]
+        return None if chosen == "never" else now + timedelta(days=int(chosen))

@@ -12,6 +12,10 @@ the same failures; this process's memory otherwise (one process, one machine). A
 made with `add` and grown with `incr`, both atomic, so concurrent failures are all counted.
 Usernames are counted whether or not such an account exists, and the answer is the same
 either way.
+
+API keys refused (accounts/api_keys.py) are counted the same way, per address only
+(API_KEY_FAILURES_PER_ADDRESS within API_KEY_FAILURE_WINDOW), in counters of their own: a
+script with a wrong key does not lock its person out of the login page, nor the reverse.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from django.core.cache import cache
 
 @dataclass(frozen=True)
 class Lockout:
-    retry_after: int  # seconds until sign-ins are counted afresh
+    retry_after: int  # seconds until the failures are counted afresh
 
     @property
     def message(self) -> str:
+        # The sign-in pages' words; the API says its own (accounts/api_keys.py).
         minutes = max(1, math.ceil(self.retry_after / 60))
         return (f"Too many failed sign-ins; try again in {minutes} "
                 f"minute{'' if minutes == 1 else 's'}.")
@@ -43,22 +48,14 @@ def login_lockout(*, username: str, address: str | None) -> Lockout | None:
     limits = [(_account_key(username), settings.LOGIN_FAILURES_PER_ACCOUNT)] if username else []
     if address:
         limits.append((_address_key(address), settings.LOGIN_FAILURES_PER_ADDRESS))
-    stored = cache.get_many([name for key, _ in limits for name in (key, _since(key))])
-    now = time.time()
-    waits = []
-    for key, limit in limits:
-        if stored.get(key, 0) >= limit:
-            since = stored.get(_since(key))
-            window = settings.LOGIN_FAILURE_WINDOW
-            waits.append(window if since is None else max(1, math.ceil(since + window - now)))
-    return Lockout(retry_after=max(waits)) if waits else None
+    return _lockout(limits, window=settings.LOGIN_FAILURE_WINDOW)
 
 
 def do_record_login_failure(*, username: str, address: str | None) -> None:
     if username:
-        _count(_account_key(username))
+        _count(_account_key(username), window=settings.LOGIN_FAILURE_WINDOW)
     if address:
-        _count(_address_key(address))
+        _count(_address_key(address), window=settings.LOGIN_FAILURE_WINDOW)
 
 
 def do_clear_login_failures(*, username: str) -> None:
@@ -66,10 +63,35 @@ def do_clear_login_failures(*, username: str) -> None:
     cache.delete_many([key, _since(key)])
 
 
-def _count(key: str) -> None:
-    window = settings.LOGIN_FAILURE_WINDOW
+def api_key_lockout(*, address: str | None) -> Lockout | None:
+    """Whether API requests from `address` are refused before their key is checked. Asking
+    counts nothing; no address (a test client, a socket) is never locked."""
+    if not address:
+        return None
+    return _lockout([(_api_key_address_key(address), settings.API_KEY_FAILURES_PER_ADDRESS)],
+                    window=settings.API_KEY_FAILURE_WINDOW)
+
+
+def do_record_api_key_failure(*, address: str | None) -> None:
+    if address:
+        _count(_api_key_address_key(address), window=settings.API_KEY_FAILURE_WINDOW)
+
+
+def _lockout(limits: list[tuple[str, int]], *, window: int) -> Lockout | None:
+    """The longest wait among the counters at or over their limit (one cache round trip)."""
+    stored = cache.get_many([name for key, _ in limits for name in (key, _since(key))])
+    now = time.time()
+    waits = []
+    for key, limit in limits:
+        if stored.get(key, 0) >= limit:
+            since = stored.get(_since(key))
+            waits.append(window if since is None else max(1, math.ceil(since + window - now)))
+    return Lockout(retry_after=max(waits)) if waits else None
+
+
+def _count(key: str, *, window: int) -> None:
     if cache.add(key, 1, timeout=window):
-        # The first failure of a window: when it ends is when sign-ins open again.
+        # The first failure of a window: when it ends is when the refusals end.
         cache.set(_since(key), time.time(), timeout=window)
         return
     try:
@@ -89,6 +111,10 @@ def _account_key(username: str) -> str:
 
 def _address_key(address: str) -> str:
     return "login-failures:address:" + address
+
+
+def _api_key_address_key(address: str) -> str:
+    return "api-key-failures:address:" + address
 
 
 def _since(key: str) -> str:

@@ -1,12 +1,19 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView as DjangoLoginView
 from django.contrib.auth.views import redirect_to_login
-from django.http import Http404, HttpResponseNotAllowed
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.csp import csp_override
+from django.views.decorators.http import require_GET, require_POST
 
-from accounts.forms import LoginForm
+from accounts import api_keys
+from accounts.actions import do_set_show_api_conversations
+from accounts.forms import ApiKeyForm, LoginForm
 from accounts.providers import form_action_policy, sign_in_buttons
 
 
@@ -53,3 +60,61 @@ def admin_password_change(request, extra_context=None):
     if settings.SSO_ONLY:
         raise Http404
     return admin.site.admin_view(admin.site.password_change)(request, extra_context)
+
+
+# --- the person's own page: API keys and the chat list's setting ---------------------------------
+
+
+@require_GET
+@login_required
+def account(request: HttpRequest) -> HttpResponse:
+    return _account_page(request, form=ApiKeyForm())
+
+
+@never_cache  # the answer holds a new key: no browser or proxy may keep a copy of it
+@require_POST
+@login_required
+def account_create_key(request: HttpRequest) -> HttpResponse:
+    """Makes a key and shows it in this answer, the only time it is shown: it is neither stored
+    nor put in the session, so a reload of the account page (GET) no longer has it."""
+    form = ApiKeyForm(request.POST)
+    if form.is_valid():
+        try:
+            key, raw = api_keys.do_create_api_key(
+                user=request.user, name=form.cleaned_data["name"],
+                expires_at=form.expires_at(now=timezone.now()))
+        except api_keys.ApiKeyInvalid as exc:
+            form.add_error("name", str(exc))
+        else:
+            return _account_page(request, form=ApiKeyForm(), new_key=key, new_raw=raw)
+    return _account_page(request, form=form, status=400)
+
+
+@require_POST
+@login_required
+def account_revoke_key(request: HttpRequest, key_id: int) -> HttpResponse:
+    try:
+        api_keys.do_revoke_api_key(user=request.user, key_id=key_id)
+    except api_keys.ApiKeyNotFound:
+        raise Http404("No such API key.") from None
+    return redirect("account")
+
+
+@require_POST
+@login_required
+def account_preferences(request: HttpRequest) -> HttpResponse:
+    # An unticked checkbox is not sent at all: its absence is "off".
+    do_set_show_api_conversations(user=request.user,
+                                  show=request.POST.get("show_api_conversations") == "on")
+    return redirect("account")
+
+
+def _account_page(request: HttpRequest, *, form: ApiKeyForm, new_key=None, new_raw=None,
+                  status: int = 200) -> HttpResponse:
+    return render(request, "accounts/account.html", {
+        "form": form,
+        "keys": api_keys.keys_for(user=request.user),
+        "new_key": new_key,
+        "new_raw": new_raw,
+        "max_keys": api_keys.MAX_LIVE_KEYS,
+    }, status=status)

@@ -59,9 +59,32 @@ class ChatRequest:
     tools: tuple[ToolSpec, ...] = ()
     max_tokens: int | None = None
     temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    # OpenAI's forms, as a client of the /v1 API sent them ({"type": "json_object"} or
+    # {"type": "json_schema", ...}; "auto", "none", "required" or {"type": "function", ...}).
+    response_format: dict[str, Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
     # False: nobody watches this answer arrive (a title), so a provider may ask for it in one
     # JSON response (one read instead of one per token); it yields the same events either way.
     stream: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """What a turn's caller sets on every model request of the turn (the /v1 API passes its
+    client's values; the chat page sets none). `tool_choice` applies to the first round only:
+    after the server has run tools, "required" would make the model call tools until the
+    round limit."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
 
 # --- What a provider yields ---------------------------------------------------------------------
@@ -219,8 +242,20 @@ class ToolCallFinished:
     type: Literal["tool_call_finished"] = "tool_call_finished"
 
 
+@dataclass(frozen=True, slots=True)
+class ClientToolCalls:
+    """The model called tools that the turn's caller brought (the /v1 API's `tools`): nobody
+    here can run them, so the turn ends and hands them back. Server tools the model called in
+    the same round are not run (ToolCallStarted and ToolCallFinished say so)."""
+
+    calls: tuple[ToolCall, ...]
+    round: int
+    text_offset: int
+    type: Literal["client_tool_calls"] = "client_tool_calls"
+
+
 # What agents.loop.run_turn yields: one typed union, everything a turn's consumer sees (the
-# provider's tool-call requests and finish are folded into the tool-call events and the end of
-# the iteration).
+# provider's tool-call requests are folded into the tool-call events; its Finished comes once,
+# for the last round: why the answer ended).
 LoopEvent = (TextDelta | ReasoningDelta | Usage | ModelSelected | Waiting | Retrying
-             | ToolCallStarted | ToolCallFinished)
+             | ToolCallStarted | ToolCallFinished | ClientToolCalls | Finished)

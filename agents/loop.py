@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from agents.events import (
     ChatMessage,
     ChatRequest,
+    ClientToolCalls,
     Finished,
     LoopEvent,
     ReasoningDelta,
@@ -23,6 +24,8 @@ from agents.events import (
     ToolCallFinished,
     ToolCallRequested,
     ToolCallStarted,
+    ToolSpec,
+    RequestOptions,
 )
 from agents.providers.base import Provider
 from agents.resilience import stream_with_retries
@@ -69,27 +72,39 @@ async def run_turn(
     before_tool_call: BeforeToolCall | None = None,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
     max_tokens: int | None = None,
+    client_tools: Sequence[ToolSpec] = (),
+    options: RequestOptions | None = None,
 ) -> AsyncIterator[LoopEvent]:
     """Yield provider events (text, reasoning, usage), resilience events (waiting, retrying,
-    model selected) and tool-call events, until the model answers without tools.
+    model selected) and tool-call events, until the model answers without tools; then the last
+    round's Finished (why it ended).
 
-    Usage is summed over rounds and yielded once per round as it arrives. Raises ProviderError
-    when the model fails, and RoundLimitReached when it asks for tools on its last round;
-    whatever was yielded before stays valid (the caller keeps it)."""
+    `client_tools` are offered beside the tool box's but run by the caller's client: a round
+    that calls one ends the turn with ClientToolCalls (after a Finished with reason
+    "tool_calls"). Usage is summed over rounds and yielded once per round as it arrives. Raises
+    ProviderError when the model fails, and RoundLimitReached when it asks for tools on its
+    last round; whatever was yielded before stays valid (the caller keeps it)."""
     tools = tools or NoTools()
+    options = options or RequestOptions(max_tokens=max_tokens)
     schemas = {spec.name: spec.input_schema for spec in tools.specs()}
+    client_names = {spec.name for spec in client_tools}
     messages = list(history)
     text_offset = 0
     targets_arg = [(t.provider, t.model) for t in targets]
     for round_no in range(max_rounds):
-        # On the last round tools are withheld, so the model has to answer in text.
+        # On the last round the server's tools are withheld, so the model has to answer in
+        # text (or call the client's tools, which end the turn anyway).
         last_round = round_no == max_rounds - 1
-        specs = () if last_round else tuple(tools.specs())
+        specs = (*(() if last_round else tools.specs()), *client_tools)
         request = ChatRequest(
             model=targets[0].model, messages=tuple(messages), system=system, tools=specs,
-            max_tokens=max_tokens,
+            max_tokens=options.max_tokens, temperature=options.temperature,
+            top_p=options.top_p, stop=options.stop, seed=options.seed,
+            response_format=options.response_format,
+            tool_choice=options.tool_choice if round_no == 0 else None,
         )
         current = _Round()
+        finished: Finished | None = None
         async for event in stream_with_retries(providers_and_models=targets_arg, request=request):
             if isinstance(event, TextDelta):
                 current.text.append(event.text)
@@ -103,6 +118,7 @@ async def run_turn(
                 current.calls.append(event.call)
                 continue  # announced below as ToolCallStarted, with its place in the text
             elif isinstance(event, Finished):
+                finished = event
                 continue
             yield event
         messages.append(
@@ -113,6 +129,24 @@ async def run_turn(
             )
         )
         if not current.calls:
+            yield finished or Finished(reason="stop")
+            return
+        handed_back = tuple(c for c in current.calls if c.name in client_names)
+        if handed_back:
+            # The client runs its own tools and sends their results in its next request, which
+            # starts a new turn: server tools asked for beside them are recorded as not run
+            # (their results could not reach that request).
+            for call in current.calls:
+                if call.name in client_names:
+                    continue
+                yield ToolCallStarted(call=call, round=round_no, text_offset=text_offset,
+                                      server=tools.server_of(call.name),
+                                      definition_hash=tools.definition_hash_of(call.name))
+                yield ToolCallFinished(
+                    call_id=call.id, is_error=True, duration_ms=0,
+                    result="Not run: the answer was handed back to the client for its tools.")
+            yield Finished(reason="tool_calls")
+            yield ClientToolCalls(calls=handed_back, round=round_no, text_offset=text_offset)
             return
         for call in current.calls:
             yield ToolCallStarted(

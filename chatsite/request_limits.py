@@ -17,6 +17,7 @@ in-process ASGI tests. Under Daphne it never sees an oversized body.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from io import BytesIO
@@ -30,17 +31,24 @@ Scope = dict[str, Any]
 App = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
-def _too_large_body(max_bytes: int) -> bytes:
-    return f"Request body too large: the limit is {max_bytes} bytes.\n".encode()
+def _too_large_body(max_bytes: int, path: bytes = b"") -> tuple[bytes, bytes]:
+    """The 413's content type and body: in OpenAI's error shape for the /v1 API (its SDKs read
+    the message from it), plain text for everyone else."""
+    message = f"Request body too large: the limit is {max_bytes} bytes."
+    if path.startswith(b"/v1/"):
+        return b"application/json", json.dumps({"error": {
+            "message": message, "type": "invalid_request_error", "param": None,
+            "code": "request_too_large"}}).encode()
+    return b"text/plain; charset=utf-8", (message + "\n").encode()
 
 
-def _too_large_response(max_bytes: int) -> bytes:
-    body = _too_large_body(max_bytes)
+def _too_large_response(max_bytes: int, path: bytes = b"") -> bytes:
+    content_type, body = _too_large_body(max_bytes, path)
     return (
         b"HTTP/1.1 413 Content Too Large\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Type: %s\r\n"
         b"Content-Length: %d\r\n"
-        b"Connection: close\r\n\r\n%s" % (len(body), body)
+        b"Connection: close\r\n\r\n%s" % (content_type, len(body), body)
     )
 
 
@@ -95,7 +103,10 @@ class BoundedWebRequest(http_protocol.WebRequest):
         self.requestHeaders.removeHeader(b"Expect")
         # As Twisted's own _respondToBadRequestAndDisconnect: the answer, then the connection
         # closes, without reading the rest.
-        self.channel.transport.write(_too_large_response(self.max_body_bytes))
+        # The request line is parsed before the headers, so its path is known here (Twisted
+        # keeps it on the channel until requestReceived: docs/private-apis.md).
+        path = getattr(self.channel, "_path", b"") or b""
+        self.channel.transport.write(_too_large_response(self.max_body_bytes, path))
         self.channel.loseConnection()
 
 
@@ -135,7 +146,7 @@ class RequestBodyLimit:
         length = _declared_length(scope)
         if length is not None:
             if length > self.max_bytes:
-                return await self._refuse(send)
+                return await self._refuse(send, scope)
             # The server ends the body at the declared length, so it cannot pass the limit:
             # the request goes through untouched, and a streamed answer (the /v1 API) costs
             # nothing more per chunk.
@@ -163,12 +174,12 @@ class RequestBodyLimit:
         except RequestBodyTooLarge:
             if answered:
                 raise
-            await self._refuse(send)
+            await self._refuse(send, scope)
 
-    async def _refuse(self, send) -> None:
-        body = _too_large_body(self.max_bytes)
+    async def _refuse(self, send, scope: Scope) -> None:
+        content_type, body = _too_large_body(self.max_bytes, scope.get("path", "").encode())
         await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-type", content_type),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
         ]})

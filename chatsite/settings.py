@@ -279,8 +279,9 @@ SERVE_STATIC = env.flag("SERVE_STATIC", default=True)
 # Daphne's HTTP parser, and again at the ASGI level for other servers (chatsite/request_limits).
 MAX_REQUEST_BODY_BYTES = env.integer("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024,
                                      minimum=64 * 1024)
-# Django's cache holds the failed sign-in counters (accounts/throttle.py): in Redis when there is
-# one, so that every process counts the same failures; otherwise in this process's memory.
+# Django's cache holds the failed sign-in and API key counters (accounts/throttle.py): in Redis
+# when there is one, so that every process counts the same failures; otherwise in this process's
+# memory.
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                           "LOCATION": REDIS_URL, "KEY_PREFIX": "chatsite"}}
@@ -292,6 +293,11 @@ else:
 LOGIN_FAILURES_PER_ACCOUNT = env.integer("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
 LOGIN_FAILURES_PER_ADDRESS = env.integer("LOGIN_FAILURES_PER_ADDRESS", 20, minimum=1)
 LOGIN_FAILURE_WINDOW = env.integer("LOGIN_FAILURE_WINDOW", 15 * 60, minimum=1)
+# After this many refused API keys (malformed, unknown, revoked, expired) from one client address
+# within API_KEY_FAILURE_WINDOW seconds of the first, that address's API requests are refused
+# with 429 before any key is checked, until the window ends (accounts/api_keys.py).
+API_KEY_FAILURES_PER_ADDRESS = env.integer("API_KEY_FAILURES_PER_ADDRESS", 20, minimum=1)
+API_KEY_FAILURE_WINDOW = env.integer("API_KEY_FAILURE_WINDOW", 15 * 60, minimum=1)
 
 # WebSocket frames from a browser larger than this are refused with an error frame (bytes of
 # UTF-8). Daphne itself closes the socket on messages over 1 MiB (--websocket_max_message_size).
@@ -303,6 +309,12 @@ WS_MAX_SEND_BYTES = env.integer("WS_MAX_SEND_BYTES", 256 * 1024, minimum=4096)
 WS_DIRECT_WRITE = env.flag("WS_DIRECT_WRITE", default=True)
 # Longest user message accepted (characters).
 MAX_MESSAGE_CHARS = env.integer("MAX_MESSAGE_CHARS", 100_000, minimum=100)
+# The /v1 API: the most messages one request may carry, their characters together, and the
+# largest max_tokens / max_completion_tokens a client may ask for (each answered with a 400
+# before anything is stored or sent upstream).
+API_MAX_MESSAGES = env.integer("API_MAX_MESSAGES", 1000, minimum=1)
+API_MAX_INPUT_CHARS = env.integer("API_MAX_INPUT_CHARS", 2_000_000, minimum=1000)
+MAX_OUTPUT_TOKENS = env.integer("MAX_OUTPUT_TOKENS", 32_768, minimum=1)
 # A message of MAX_MESSAGE_CHARS characters must fit in a frame (4 bytes each at most, beyond
 # ASCII), or the longest allowed messages could not be sent at all.
 if WS_MAX_FRAME_BYTES < 4 * MAX_MESSAGE_CHARS + 1024:

@@ -163,7 +163,7 @@ def do_send_message(
         raise
 
 
-def _check_capacity(user) -> None:
+def check_capacity(user) -> None:
     """One person cannot take everyone's model capacity: at most USER_MAX_CONCURRENT_TURNS of
     their answers are written at once, across conversations, tabs and processes. Call inside
     the send's transaction, before the conversation is locked."""
@@ -200,7 +200,7 @@ def _capacity_sql() -> str:
 
 def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) -> SendResult:
     new = not conversation_id
-    _check_capacity(user)  # first: the user's row is locked before the conversation's
+    check_capacity(user)  # first: the user's row is locked before the conversation's
     if not new:
         # Locked: serialises two sends into one conversation (a no-op on SQLite, which already
         # serialises writers).
@@ -254,7 +254,7 @@ def _spec_for(*, user, agent_id: int | None, refused: str) -> AgentSpec:
 def do_regenerate(*, user, conversation_id: uuid.UUID | str, message_id: int) -> SendResult:
     """A new answer to the same user message, as a sibling branch of `message_id`."""
     with transaction.atomic():
-        _check_capacity(user)  # first, as in a send: the user's row, then the conversation's
+        check_capacity(user)  # first, as in a send: the user's row, then the conversation's
         conversation = access_conversation(user=user, conversation_id=conversation_id,
                                            for_update=True)
         _ensure_idle(conversation)

@@ -55,6 +55,8 @@ class TurnContext:
     history: tuple[ChatMessage, ...]
     # The runner's pause: (call id, timeout in seconds or None) -> the decision.
     _wait: Callable[[str, float | None], Awaitable[Decision]]
+    # Where the turn was asked for: "web" (the chat page) or "api" (the /v1 API).
+    source: str = "web"
 
     async def wait_for_decision(self, *, call_id: str, timeout: float | None = None) -> Decision:
         """Pause this tool call until a decision arrives (watchers see it awaiting approval).

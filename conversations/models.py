@@ -150,6 +150,8 @@ class ToolCall(models.Model):
         FAILED = "failed", "Failed"
         DENIED = "denied", "Denied"
         CANCELLED = "cancelled", "Cancelled"
+        # A tool of the /v1 API's client: the call went back to the client, which runs it.
+        CLIENT = "client", "Returned to the client"
 
     class Approval(models.TextChoices):
         POLICY = "policy", "Run by policy"

@@ -46,7 +46,7 @@ def usage_payload(usage: UsageView) -> UsagePayload:
 # --- Tool calls --------------------------------------------------------------------------------
 
 ToolCallStatus = Literal["pending", "awaiting_approval", "running", "complete", "failed",
-                         "denied", "cancelled"]
+                         "denied", "cancelled", "client"]
 
 
 class ToolCallPayload(TypedDict):

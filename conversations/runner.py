@@ -25,14 +25,18 @@ from django.utils import timezone
 from agents.definitions import AgentSpec, live_targets
 from agents.events import (
     ChatMessage,
+    ClientToolCalls,
+    Finished,
     ModelSelected,
     ProviderError,
     ReasoningDelta,
+    RequestOptions,
     Retrying,
     TextDelta,
     ToolCall,
     ToolCallFinished,
     ToolCallStarted,
+    ToolSpec,
     Usage,
     Waiting,
 )
@@ -41,7 +45,7 @@ from agents.toolbox import McpToolBox
 from agents.tools import ToolBox, ToolResult
 from conversations import actions, hooks, tool_records
 from conversations.coalescing import Coalescer, DeltaKind
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from conversations.payloads import (
     Envelope,
     MessageView,
@@ -74,6 +78,10 @@ class TurnPlan:
     history: tuple[ChatMessage, ...]
     created_at: datetime | None = None
     tools: ToolBox | None = None
+    # Set by the /v1 API: its client's sampling values, and the tools the client runs itself.
+    options: RequestOptions | None = None
+    client_tools: tuple[ToolSpec, ...] = ()
+    source: str = Conversation.Source.WEB
 
 
 class TurnSink(Protocol):
@@ -102,10 +110,14 @@ class TurnRunner:
         self.first_token_at: datetime | None = None
         self.finished_at: datetime | None = None
         self.stop_requested = False
+        # Why the model's answer ended ("stop", "length", "tool_calls"...; None until it has),
+        # and what failed the turn: an API response reports them in OpenAI's terms.
+        self.finish_reason: str | None = None
+        self.failure: Exception | None = None
         self.context = hooks.TurnContext(
             conversation_id=plan.conversation_id, message_id=plan.message_id,
             user_id=plan.user_id, spec=plan.spec, history=plan.history,
-            _wait=self._wait_for_decision)
+            _wait=self._wait_for_decision, source=plan.source)
         self._reasoning_started: float | None = None
         self._new_round = False
         self._decisions: dict[str, asyncio.Future[hooks.Decision]] = {}
@@ -119,7 +131,8 @@ class TurnRunner:
             "tool_call_started": self._on_tool_started,
             "tool_call_finished": self._on_tool_finished, "usage": self._on_usage,
             "model_selected": self._on_model, "waiting": self._on_waiting,
-            "retrying": self._on_retrying,
+            "retrying": self._on_retrying, "finished": self._on_finished,
+            "client_tool_calls": self._on_client_tools,
         }
 
     # --- what a joining watcher needs -------------------------------------------------------
@@ -170,9 +183,11 @@ class TurnRunner:
                 self.status = Message.Status.STOPPED
             except (ProviderError, hooks.TurnRefused, RoundLimitReached) as exc:
                 self.status, self.error = Message.Status.FAILED, exc.message
-            except Exception:
+                self.failure = exc
+            except Exception as exc:
                 logger.exception("turn %s failed", self.plan.message_id)
                 self.status, self.error = Message.Status.FAILED, SERVER_ERROR
+                self.failure = exc
         finally:
             flusher.cancel()
             if self.status in Message.UNFINISHED_STATUSES:
@@ -204,7 +219,9 @@ class TurnRunner:
         async for event in run_turn(targets=targets, system=spec.system_prompt,
                                     history=self.plan.history, tools=tools,
                                     before_tool_call=self._before_tool_call,
-                                    max_rounds=spec.max_rounds):
+                                    max_rounds=spec.max_rounds,
+                                    client_tools=self.plan.client_tools,
+                                    options=self.plan.options):
             await handlers[event.type](event)
         await self._coalescer.flush()
 
@@ -281,6 +298,25 @@ class TurnRunner:
         detail = (f"{event.message} Trying {event.model} instead." if event.fallback
                   else f"{event.message} Retrying in {event.delay:.1f} s.")
         await self._publish(StatusChanged(status="retrying", detail=detail))
+
+    async def _on_finished(self, event: Finished) -> None:
+        self.finish_reason = event.reason
+
+    async def _on_client_tools(self, event: ClientToolCalls) -> None:
+        """Recorded like the server's calls (the audit shows what the model asked the client
+        to run), and left with the client: their results come in its next request."""
+        await self._coalescer.flush()
+        if self.first_token_at is None:
+            self._first_token()
+        self._close_reasoning()
+        for call in event.calls:
+            view = self.tool_calls[call.id] = ToolCallView(
+                id=call.id, name=call.name, server="", arguments=call.arguments,
+                round=event.round, text_offset=event.text_offset, status="client")
+            await database_sync_to_async(tool_records.do_record_client_tool_call)(
+                message_id=self.plan.message_id, call_id=call.id, name=call.name,
+                arguments=call.arguments, round=event.round, text_offset=event.text_offset)
+            await self._publish(ToolCallChanged(call=view, kind="tool_call_started"))
 
     def _first_token(self) -> None:
         self.first_token_at = timezone.now()

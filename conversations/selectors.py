@@ -41,8 +41,15 @@ def sent_with_key(*, user, client_key: str) -> QuerySet[Message]:
 
 
 def conversations_for(*, user) -> QuerySet[Conversation]:
-    """The sidebar's list: the user's conversations, most recent first (conv_owner_recent)."""
-    return Conversation.objects.filter(owner=user, is_deleted=False).order_by("-updated_at")
+    """The sidebar's list: the user's conversations, most recent first (conv_owner_recent).
+    Those made through the /v1 API only if the user asked for them (show_api_conversations,
+    on the account page): a script can make hundreds. Opening one by its URL works either way
+    (access_conversation)."""
+    rows = Conversation.objects.filter(owner=user, is_deleted=False)
+    if not user.show_api_conversations:
+        # A filter on the index's rows, not another index: most conversations are the web's.
+        rows = rows.exclude(source=Conversation.Source.API)
+    return rows.order_by("-updated_at")
 
 
 def branch(*, conversation: Conversation, leaf_id: int | None = None,

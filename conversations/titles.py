@@ -43,8 +43,10 @@ def _store(conversation_id: str, title: str) -> bool:
 
 
 async def title_after_first_exchange(ctx: TurnContext, message: MessageView) -> None:
+    # An API conversation is titled by its first message when stored: a title from the model
+    # would be one more upstream request for every API request.
     if (message.status == Message.Status.COMPLETE and settings.GENERATE_TITLES
-            and len(ctx.history) == 1):
+            and len(ctx.history) == 1 and ctx.source == Conversation.Source.WEB):
         await generate_title(conversation_id=ctx.conversation_id, user_id=ctx.user_id,
                              spec=ctx.spec, history=ctx.history, answer=message.content)
 

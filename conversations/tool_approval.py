@@ -16,9 +16,12 @@ from agents.models import ApprovalPolicy
 from agents.tools import ToolResult
 from conversations import tool_records
 from conversations.hooks import TurnContext
+from conversations.models import Conversation
 from conversations.models import ToolCall as ToolCallRow
 
 DENIED = "Not run: the user denied this call."
+NOBODY_TO_ASK = ("Not run: this tool needs a person's approval, and a request through the API "
+                 "has nobody to ask.")
 
 
 async def apply_tool_policy(ctx: TurnContext, call: ToolCall) -> ToolResult | None:
@@ -30,6 +33,8 @@ async def apply_tool_policy(ctx: TurnContext, call: ToolCall) -> ToolResult | No
             message_id=ctx.message_id, call_id=call.id, status=ToolCallRow.Status.RUNNING,
             approval=ToolCallRow.Approval.POLICY)
         return None
+    if ctx.source == Conversation.Source.API:
+        return ToolResult(content=NOBODY_TO_ASK, is_error=True, denied=True)
     timeout = settings.TOOL_APPROVAL_TIMEOUT
     try:
         decision = await ctx.wait_for_decision(call_id=call.id, timeout=timeout)

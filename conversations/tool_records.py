@@ -45,6 +45,14 @@ def do_record_tool_call(
     )
 
 
+def do_record_client_tool_call(*, message_id: int, call_id: str, name: str,
+                               arguments: dict[str, Any], round: int, text_offset: int) -> None:
+    ToolCall.objects.create(
+        message_id=message_id, call_id=call_id, tool_name=name, arguments=arguments,
+        round=round, text_offset=text_offset, status=ToolCall.Status.CLIENT,
+    )
+
+
 def do_finish_tool_call(*, message_id: int, call_id: str, result: str, is_error: bool,
                         denied: bool = False, truncated: bool = False,
                         original_chars: int = 0) -> None:

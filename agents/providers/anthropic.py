@@ -272,7 +272,22 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
         body["tools"][-1]["cache_control"] = dict(_EPHEMERAL)
     if request.temperature is not None:
         body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop_sequences"] = list(request.stop)
+    if request.tools and request.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(request.tool_choice)
+    # No seed in the Messages API; response_format is refused before a turn starts
+    # (conversations.api.requests), since Anthropic has no JSON mode to map it to.
     return body
+
+
+def _tool_choice(choice: str | dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's tool_choice in Anthropic's form."""
+    if isinstance(choice, dict):
+        return {"type": "tool", "name": str((choice.get("function") or {}).get("name", ""))}
+    return {"type": {"required": "any", "none": "none"}.get(choice, "auto")}
 
 
 def build_system(request: ChatRequest) -> list[dict[str, Any]]:

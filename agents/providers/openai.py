@@ -282,8 +282,15 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
         ]
     if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
+    for name in ("temperature", "top_p", "seed", "response_format", "tool_choice"):
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if "tool_choice" in body and not request.tools:
+        # Servers refuse a tool_choice without tools (the last round offers none).
+        del body["tool_choice"]
     return body
 
 

@@ -167,6 +167,26 @@ def test_search_matches_titles_and_message_text_case_insensitively(client, user)
     assert str(theirs.pk) not in ids
 
 
+def test_api_conversations_are_listed_only_when_the_user_asks_for_them(client, user):
+    web = make_conversation(owner=user, title="From the browser")
+    api = make_conversation(owner=user, title="From a script", source=Conversation.Source.API)
+
+    def listed(url: str = "/api/conversations/") -> set[str]:
+        return {item["id"] for item in client.get(url).json()["items"]}
+
+    def in_page() -> set[str]:
+        return {item["id"] for item in boot(client.get("/"))["sidebar"]["items"]}
+
+    assert listed() == listed("/api/conversations/?q=From") == in_page() == {str(web.pk)}
+    # Hidden from the list, not from its owner: its link still opens it.
+    opened = client.get(f"/c/{api.pk}/")
+    assert opened.status_code == 200 and boot(opened)["conversation"] == str(api.pk)
+    user.show_api_conversations = True
+    user.save(update_fields=["show_api_conversations"])
+    assert listed() == in_page() == {str(web.pk), str(api.pk)}
+    assert listed("/api/conversations/?q=script") == {str(api.pk)}
+
+
 def test_a_bad_cursor_or_limit_is_a_400(client):
     assert client.get("/api/conversations/?cursor=nonsense").status_code == 400
     assert client.get("/api/conversations/?limit=many").status_code == 400

@@ -4,7 +4,8 @@ everyone else, over every URL and every socket command, and nothing of theirs ch
 Both walks are generic: the URL walk goes over the whole URLconf, and the socket walk over the
 consumer's commands (its cmd_* handlers). A new URL that takes an id, or a new command, fails
 here until it is covered: give the id a value below (OWNED_IDS) or the command its attempts
-(socket_attempts). There are no API keys yet; when they come, their ids join OWNED_IDS.
+(socket_attempts). API keys are user-owned rows too: their ids are in OWNED_IDS, and a key's
+name is the secret title, so that a page listing another user's keys fails the walk.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from django.urls.converters import get_converters
 from django.urls.resolvers import RegexPattern
 from django.utils import timezone
 
+from accounts.api_keys import do_create_api_key
+from accounts.models import ApiKey
 from conversations.consumers import ChatConsumer
 from conversations.models import Conversation, Message, ToolCall
 from tests.conversations.ws import connect, receive, send, until
@@ -44,7 +47,8 @@ SKIPPED = {
 
 @dataclass
 class World:
-    """One user's rows: an idle conversation and one whose answer waits on an approval."""
+    """One user's rows: an idle conversation and one whose answer waits on an approval, and an
+    API key."""
 
     user: object
     conversation: Conversation
@@ -53,6 +57,7 @@ class World:
     busy: Conversation
     waiting: Message
     call: ToolCall
+    key: ApiKey
 
 
 def make_world(user=None, *, title: str = SECRET_TITLE, text: str = SECRET_TEXT) -> World:
@@ -67,12 +72,14 @@ def make_world(user=None, *, title: str = SECRET_TITLE, text: str = SECRET_TEXT)
                            status=Message.Status.STREAMING, content="Let me check. ")
     call = make_tool_call(message=waiting, status=ToolCall.Status.AWAITING_APPROVAL,
                           started_at=timezone.now())
-    return World(user, conversation, question, answer, busy, waiting, call)
+    key, _ = do_create_api_key(user=user, name=title)
+    return World(user, conversation, question, answer, busy, waiting, call, key)
 
 
 def snapshot(user) -> tuple:
     """Every row of the user's, every field (approvals are fields of the tool calls)."""
     return (
+        list(ApiKey.objects.filter(user=user).order_by("pk").values()),
         list(Conversation.objects.filter(owner=user).order_by("pk").values()),
         list(Message.objects.filter(conversation__owner=user).order_by("pk").values()),
         list(ToolCall.objects.filter(message__conversation__owner=user).order_by("pk").values()),
@@ -86,6 +93,7 @@ OWNED_IDS = {
     "conversation_id": lambda w: w.conversation.pk,
     "message_id": lambda w: w.question.pk,
     "call_id": lambda w: w.call.pk,
+    "key_id": lambda w: w.key.pk,
 }
 _PART = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<name>[^>]+)>")
 
@@ -170,6 +178,7 @@ def test_no_url_without_an_id_shows_another_users_conversations():
                 assert SECRET_TEXT not in response.text, url
                 for conversation in (alice.conversation, alice.busy):
                     assert str(conversation.pk) not in response.text, url
+                assert alice.key.prefix not in response.text, url
     # And the list does show Bob's own: the search is not simply empty.
     assert "Bob merger notes" in as_user(bob).get("/api/conversations/?q=merger").text
     assert snapshot(alice.user) == before

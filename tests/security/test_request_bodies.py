@@ -8,6 +8,7 @@ the server does with bytes it has not read yet."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import socket
@@ -141,6 +142,16 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(dap
         sock.sendall(_head(daphne.port, length=length, expect=True))
         _assert_too_large(_read_response(sock))
         assert _closed(sock)
+
+
+def test_the_api_gets_its_413_in_openais_error_shape(daphne):
+    with _connect(daphne.port) as sock:
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{daphne.port}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {LIMIT + 1}\r\n"
+                     "\r\n".encode())
+        response = _read_response(sock)
+    assert response.status == 413 and response.headers["content-type"] == "application/json"
+    assert json.loads(response.body)["error"]["code"] == "request_too_large"
 
 
 def test_a_declared_length_over_the_limit_is_refused_while_the_body_comes(daphne):
