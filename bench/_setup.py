@@ -1,5 +1,6 @@
 """`python -m bench._setup N`: create N bench users with session cookies in the configured
-database (run by bench/stream.py after migrate); prints {"sessions": [key, ...]} as JSON."""
+database (run by bench/stream.py after migrate), each with a personal API key too; prints
+{"sessions": [session key, ...], "api_keys": [API key, ...]} as JSON."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def main() -> None:
     from django.contrib.sessions.backends.db import SessionStore
     from django.db import transaction
 
+    from accounts.api_keys import do_create_api_key
+
     User = get_user_model()
     unusable = make_password(None)  # no password hashing: 200 PBKDF2 runs would take a minute
     with transaction.atomic():
@@ -33,7 +36,8 @@ def main() -> None:
             session[HASH_SESSION_KEY] = user.get_session_auth_hash()
             session.create()
             keys.append(session.session_key)
-    print(json.dumps({"sessions": keys}))
+    api_keys = [do_create_api_key(user=user, name="bench")[1] for user in users]
+    print(json.dumps({"sessions": keys, "api_keys": api_keys}))
 
 
 if __name__ == "__main__":

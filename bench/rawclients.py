@@ -324,9 +324,10 @@ async def open_sse(*, port: int) -> SSEClient:
     return proto
 
 
-def sse_request(*, port: int, body: bytes) -> bytes:
+def sse_request(*, port: int, body: bytes, api_key: str = "") -> bytes:
+    auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     return (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"
         f"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body

@@ -13,7 +13,9 @@ follows the ramp; load continues past the window until those turns have finished
 
 1. direct: httpx streams straight to the fake (the baseline);
 2. server: the same turns over WebSockets, one new conversation per turn (--conversation same
-   keeps sending in one conversation per socket instead);
+   keeps sending in one conversation per socket instead); with --transport api, the same turns
+   as streamed POST /v1/chat/completions requests instead, each user with a personal API key
+   (every request is stored as an API conversation: the report counts the stored answers);
 3. short (unless --no-short): shorter turns at the same turn rate, so server CPU can be split
    into a fixed cost per turn and a marginal cost per 1,000 tokens (two equations, two unknowns),
    and writes per assistant message can be compared across lengths.
@@ -301,22 +303,26 @@ async def direct_worker(phase: Phase, worker: int, client: httpx.AsyncClient, ur
             turn.status, turn.error = "failed", f"{type(exc).__name__}: {exc}"
 
 
-def direct_body(phase: Phase, worker: int, number: int) -> bytes:
+def direct_body(phase: Phase, worker: int, number: int, *, model: str = "fake-model") -> bytes:
     return json.dumps({
-        "model": "fake-model", "stream": True, "stream_options": {"include_usage": True},
+        "model": model, "stream": True, "stream_options": {"include_usage": True},
         "messages": [{"role": "system", "content": "You are a helpful assistant."},
                      {"role": "user", "content": phase.text(worker, number)}],
     }).encode()
 
 
-async def raw_direct_worker(phase: Phase, worker: int, port: int) -> None:
+async def raw_direct_worker(phase: Phase, worker: int, port: int, *, api_key: str = "") -> None:
+    """Streams from the fake directly, or (with an API key) from our /v1 API: the same
+    OpenAI-compatible requests and parsing, so the two compare like for like."""
     await _until_ramp_slot(phase, worker)
     number = 0
     conn = None
     while clock() < phase.launch_until:
         turn = Turn(worker)
         phase.turns.append(turn)
-        request = rawclients.sse_request(port=port, body=direct_body(phase, worker, number))
+        # Our API's model id for the environment's agent, which streams from the fake.
+        body = direct_body(phase, worker, number, model="default" if api_key else "fake-model")
+        request = rawclients.sse_request(port=port, body=body, api_key=api_key)
         number += 1
         try:
             async with asyncio.timeout(phase.turn_timeout):
@@ -346,6 +352,24 @@ async def run_direct(phase: Phase, base_url: str, pids: dict[str, int], *, clien
         url = base_url + "/chat/completions"
         await phase.run([direct_worker(phase, i, client, url) for i in range(phase.concurrency)],
                         pids=pids)
+
+
+async def run_api(phase: Phase, port: int, api_keys: list[str], pids: dict[str, int], *,
+                  profile=None) -> None:
+    await phase.run([raw_direct_worker(phase, i, port, api_key=api_keys[i % len(api_keys)])
+                     for i in range(phase.concurrency)], pids=pids, profile=profile)
+
+
+def stored_api_answers(db: Path) -> dict:
+    """The API's answers as stored (each request is a conversation with source "api")."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT m.status, COUNT(*) FROM conversations_message m JOIN "
+            "conversations_conversation c ON c.id = m.conversation_id WHERE c.source = 'api' "
+            "AND m.role = 'assistant' GROUP BY m.status").fetchall()
+    return dict(rows)
 
 
 # --- server: WebSockets through Daphne ------------------------------------------------------------
@@ -592,6 +616,10 @@ def writes_per_message(writes: dict, phase: Phase) -> dict:
     by_message = writes.get("updates_by_message", {})
     counts = [1 + by_message.get(str(t.message), 0) for t in phase.turns
               if t.message is not None and t.status == "complete"]
+    if not any(t.message is not None for t in phase.turns):
+        # The API's clients are not told message ids: every answer of the run counts (each is
+        # written at least once after its INSERT, at its end).
+        counts = [1 + n for n in by_message.values()]
     return {"n": len(counts), "mean": sum(counts) / len(counts) if counts else None,
             "max": max(counts) if counts else None, "histogram": dict(sorted(Counter(counts).items()))}
 
@@ -676,6 +704,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=None, help="measured seconds (30; quick 10)")
     p.add_argument("--ramp", type=float, default=None, help="first N turns over this (4; quick 1)")
     p.add_argument("--users", type=int, default=None, help="distinct users (default: one per socket)")
+    p.add_argument("--transport", choices=("ws", "api"), default="ws",
+                   help="the server phases over WebSockets (the chat page's path, default) or "
+                        "as streamed POST /v1/chat/completions with personal API keys")
     p.add_argument("--conversation", choices=("new", "same"), default="new",
                    help="each turn in a new conversation (default) or all of a socket's in one")
     p.add_argument("--no-short", action="store_true", help="skip the short-turn phase")
@@ -801,7 +832,8 @@ def _run(args, procs: Processes, tmp: Path) -> int:
     setup = subprocess.run([str(BIN / "python"), "-m", "bench._setup", str(args.users)],
                            cwd=ROOT, env=django_env, check=True, timeout=300,
                            capture_output=True, text=True)
-    sessions = json.loads(setup.stdout.strip().splitlines()[-1])["sessions"]
+    made = json.loads(setup.stdout.strip().splitlines()[-1])
+    sessions, api_keys = made["sessions"], made["api_keys"]
 
     port = free_port()
     writes_file = tmp / "writes.json"
@@ -846,10 +878,9 @@ def _run(args, procs: Processes, tmp: Path) -> int:
             print(f"direct: {n} concurrent x {tokens} tokens, {args.duration:g} s ...", flush=True)
             await run_direct(p, base_url, {"fake": fake.pid}, client=args.direct_client)
         p = phases["server"] = phase("server", n, tokens, args.duration, args.ramp)
-        print(f"server: {n} concurrent x {tokens} tokens, {args.duration:g} s ...", flush=True)
-        await run_server(p, port, sessions, {"daphne": daphne.pid, "fake": fake.pid},
-                         same_conversation=args.conversation == "same", client=args.ws_client,
-                         profile=start_profile if args.profile else None)
+        print(f"server ({args.transport}): {n} concurrent x {tokens} tokens, "
+              f"{args.duration:g} s ...", flush=True)
+        await run_through(p, profile=start_profile if args.profile else None)
         if not args.no_short:
             short_tokens = args.short_tokens or max(1, tokens // 10)
             # The same turn rate with shorter turns: concurrency scales with the turn's length.
@@ -859,7 +890,14 @@ def _run(args, procs: Processes, tmp: Path) -> int:
                                         min(args.duration, 15.0), max(0.5, args.ramp * scale))
             print(f"short: {short_n} concurrent x {short_tokens} tokens, "
                   f"{p.duration:g} s ...", flush=True)
-            await run_server(p, port, sessions, {"daphne": daphne.pid, "fake": fake.pid},
+            await run_through(p)
+
+    async def run_through(p: Phase, profile=None) -> None:
+        pids = {"daphne": daphne.pid, "fake": fake.pid}
+        if args.transport == "api":
+            await run_api(p, port, api_keys, pids, profile=profile)
+        else:
+            await run_server(p, port, sessions, pids, profile=profile,
                              same_conversation=args.conversation == "same", client=args.ws_client)
 
     asyncio.run(run_all())
@@ -880,6 +918,9 @@ def _run(args, procs: Processes, tmp: Path) -> int:
         if name != "direct":
             results[name]["db_writes_per_assistant_message"] = writes_per_message(writes, p)
     results["db_writes"] = {k: v for k, v in writes.items() if k != "updates_by_message"}
+    results["transport"] = args.transport
+    if args.transport == "api":
+        results["api_answers_stored"] = stored_api_answers(tmp / "db.sqlite3")
     results["daphne_peak_rss_mb"] = peak_rss_mb
     if "short" in results:
         results["cpu_split"] = split_cpu(results["server"], results["short"])
@@ -984,6 +1025,11 @@ def print_report(r: dict, out: Path) -> None:
     if w and turns:
         print("DB write statements per turn, all tables: " + ", ".join(
             f"{k} {v / turns:.2f}" for k, v in sorted(w.items())))
+    if r.get("transport") == "api":
+        done = sum(r[p]["turns_started"] - r[p]["turns_failed"] for p in ("server", "short")
+                   if p in r)
+        print(f"server phases over the /v1 API: {done} requests answered in full, answers "
+              f"stored by status: {r['api_answers_stored']}")
     print()
     print(f"{'target':40}{'required':>12}{'measured':>14}  verdict")
     for name, need, shown, ok in r["verdicts"]:

@@ -50,8 +50,8 @@ class ConversationAdmin(AuditAdminMixin, admin.ModelAdmin):
     search_fields = ["title", "owner__username", "owner__email", "id"]
     date_hierarchy = "created_at"
     list_select_related = ["owner", "agent"]
-    readonly_fields = ["id", "owner", "title", "agent", "source", "created_at", "updated_at",
-                       "is_deleted", "deleted_at"]
+    readonly_fields = ["id", "owner", "title", "agent", "source", "api_key", "created_at",
+                       "updated_at", "is_deleted", "deleted_at"]
     inlines = [MessageInline]
 
 

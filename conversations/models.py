@@ -28,6 +28,9 @@ class Conversation(models.Model):
         "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.WEB)
+    # The personal key an API conversation was made with (the audit says which script it was).
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True,
+                                on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     # Last activity (a message sent or answered): the sidebar's order.
     updated_at = models.DateTimeField(auto_now=True)

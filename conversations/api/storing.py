@@ -26,7 +26,8 @@ from conversations.sending import UserInactive, active_user
 TITLE_CHARS = 80
 
 
-def do_start_api_turn(*, user_id: int, request: CompletionRequest) -> TurnPlan:
+def do_start_api_turn(*, user_id: int, request: CompletionRequest,
+                      key_id: int | None = None) -> TurnPlan:
     """Store the request and its pending answer; the plan of the turn that writes it. Raises
     ApiError: 401 (the user was deactivated since the key was checked), 404 (a model they may
     not use), 400 (a request the model's server cannot take), 429 (too many answers at
@@ -46,7 +47,7 @@ def do_start_api_turn(*, user_id: int, request: CompletionRequest) -> TurnPlan:
         _check_fits(spec=spec, request=request)
         conversation = Conversation.objects.create(
             owner=user, agent_id=spec.agent_id, source=Conversation.Source.API,
-            title=_title(request))
+            api_key_id=key_id, title=_title(request))
         parent = _store_messages(conversation=conversation, request=request)
         reply = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT,
                                        parent=parent, status=Message.Status.PENDING)

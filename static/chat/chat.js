@@ -681,6 +681,7 @@ function updateToolCard(card, call) {
   const statusText = {
     running: "running…", pending: "waiting…", awaiting_approval: "awaiting approval",
     complete: "done", failed: "failed", cancelled: "cancelled", denied: "denied",
+    client: "run by the API client",
   }[call.status] || call.status;
   p.status.textContent = statusText;
   card.dataset.status = call.status;

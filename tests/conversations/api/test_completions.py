@@ -25,6 +25,7 @@ def test_a_streamed_answer_arrives_token_by_token_with_usage_last(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
     conversation = Conversation.objects.get()
     assert conversation.source == Conversation.Source.API
+    assert conversation.api_key.name == "tests"  # the audit says which key it was
     answer = conversation.messages.get(role=Message.Role.ASSISTANT)
     assert answer.status == Message.Status.COMPLETE and answer.content == text
     assert answer.output_tokens == chunks[-1].usage.completion_tokens
