@@ -72,13 +72,13 @@ def spec_for_model(*, user, model_id: str) -> AgentSpec:
     """The agent a request for `model_id` runs with, checked for `user` now (call it in the
     transaction that stores the request, as a send does); raises ModelNotFound."""
     if "/" not in model_id:
-        # An agent: one row read, not the whole list.
-        if model_id == DEFAULT_ID and not Agent.objects.filter(slug=DEFAULT_ID).exists():
-            if Agent.objects.filter(is_default=True, enabled=True).exists():
-                raise ModelNotFound(model_id)
-            return spec_for(resolve_agent(None), user_id=user.pk)
+        # An agent: one row read, not the whole list (the specs themselves are cached).
         agent = agents_for(user=user).filter(slug=model_id).first()
         if agent is None:
+            if model_id == DEFAULT_ID:
+                spec = resolve_agent(None)
+                if spec.agent_id is None:  # no agent row is the default
+                    return spec_for(spec, user_id=user.pk)
             raise ModelNotFound(model_id)
         try:
             return spec_for(resolve_agent(agent.pk), user_id=user.pk)

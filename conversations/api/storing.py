@@ -21,22 +21,16 @@ from conversations.api.errors import ApiError
 from conversations.api.requests import CompletionRequest
 from conversations.models import Conversation, Message, ToolCall
 from conversations.runner import TurnPlan
-from conversations.sending import UserInactive, active_user
 
 TITLE_CHARS = 80
 
 
-def do_start_api_turn(*, user_id: int, request: CompletionRequest,
+def do_start_api_turn(*, user, request: CompletionRequest,
                       key_id: int | None = None) -> TurnPlan:
-    """Store the request and its pending answer; the plan of the turn that writes it. Raises
-    ApiError: 401 (the user was deactivated since the key was checked), 404 (a model they may
-    not use), 400 (a request the model's server cannot take), 429 (too many answers at
-    once)."""
-    try:
-        user = active_user(user_id=user_id)
-    except UserInactive:
-        raise ApiError(401, "This API key's account is deactivated.",
-                       code="invalid_api_key") from None
+    """Store the request and its pending answer; the plan of the turn that writes it. `user`
+    was just read, active, with the request's key (accounts.api_keys.authenticate_api_key).
+    Raises ApiError: 404 (a model they may not use), 400 (a request the model's server cannot
+    take), 429 (too many answers at once)."""
     with transaction.atomic():
         try:
             actions.check_capacity(user)
@@ -54,7 +48,7 @@ def do_start_api_turn(*, user_id: int, request: CompletionRequest,
     system = "\n\n".join(t for t in (spec.system_prompt, request.system_text) if t.strip())
     return TurnPlan(
         conversation_id=str(conversation.pk), message_id=reply.pk,
-        user_message_id=parent.pk if parent else None, user_id=user.pk,
+        user_message_id=parent.pk, user_id=user.pk,
         spec=spec if spec.system_prompt == system else replace(spec, system_prompt=system),
         history=request.history(),
         created_at=reply.created_at, options=request.options, client_tools=request.tools,

@@ -74,7 +74,7 @@ def _start(request: HttpRequest, completion: CompletionRequest | None,
     use = _authenticate(request)
     if invalid is not None:
         raise invalid
-    return storing.do_start_api_turn(user_id=use.user.pk, request=completion, key_id=use.key_id)
+    return storing.do_start_api_turn(user=use.user, request=completion, key_id=use.key_id)
 
 
 @csrf_exempt
