@@ -14,13 +14,16 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chatsite.request_limits import RequestBodyLimit, install_daphne_body_limit  # noqa: E402
 from chatsite.websocket_origin import SameOriginValidator  # noqa: E402
+from conversations.api.asgi import ApiApp  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # One machine needs no web server in front: Daphne serves /static/ itself. A team
         # behind nginx sets SERVE_STATIC=false and lets nginx serve collectstatic's output.
-        "http": ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app,
+        # The /v1 API is an ASGI app of its own (conversations/api/asgi.py says why).
+        "http": ApiApp(ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC
+                       else django_asgi_app),
         "websocket": SameOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

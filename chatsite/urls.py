@@ -8,7 +8,6 @@ urlpatterns = [
     path("admin/login/", admin_login),
     path("admin/password_change/", admin_password_change),
     path("admin/", admin.site.urls),
-    path("v1/", include("conversations.api.urls")),
     path("", include("accounts.urls")),
     path("", include("conversations.urls")),
 ]

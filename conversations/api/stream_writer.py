@@ -1,0 +1,73 @@
+"""Writing a streamed API answer's chunks under Daphne: straight onto the TCP socket when
+nothing is waiting to be written, through the normal ASGI send otherwise.
+
+Why: as for the chat socket's frames (conversations/socket_writer.py), the stock path costs
+more per token than the rest of the turn: the ASGI send coroutine, Twisted's Request.write
+(chunked encoding as a writeSequence), then the transport's buffering, which registers a writer
+with the loop so that a later iteration sends the bytes and unregisters it (two epoll_ctl calls
+per chunk). Here, once the response's headers are out, one chunk of HTTP/1.1 chunked encoding
+is built and sent at once with one send(); what the socket does not take, and every chunk while
+anything is still buffered, goes through Twisted's own write, so the bytes keep their order.
+Anything unusual (no chunked encoding, the request finished or its client gone, TLS in
+Twisted) takes the stock path.
+
+This leans on Daphne and Twisted internals (docs/private-apis.md, "Writing API chunks onto the
+socket"): the ASGI send being `functools.partial(Server.handle_reply, protocol)` with a
+`daphne.http_protocol.WebRequest`, Twisted's Request attributes (startedWriting, chunked,
+finished, _disconnected, channel) and the transport's buffers. tests/conversations/api/
+test_stream_writer.py checks them; WS_DIRECT_WRITE=false switches this off too.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.conf import settings
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def direct_chunk_writer(base_send: Send) -> Callable[[bytes], bool] | None:
+    """A function that writes one body chunk directly and says whether it did, or None when
+    `base_send` is not Daphne's HTTP send (uvicorn, tests' clients)."""
+    if not settings.WS_DIRECT_WRITE:
+        return None
+    if not isinstance(base_send, functools.partial) or not base_send.args:
+        return None
+    if getattr(base_send.func, "__name__", "") != "handle_reply":
+        return None
+    request = base_send.args[0]
+    try:
+        from daphne.http_protocol import WebRequest
+    except ImportError:  # pragma: no cover - Daphne is a dependency
+        return None
+    if not isinstance(request, WebRequest):
+        return None
+
+    def write(data: bytes) -> bool:
+        channel = request.channel
+        if (not data or not request.startedWriting or not request.chunked or request.finished
+                or request._disconnected or channel is None):
+            return False
+        transport = channel.transport
+        if (transport is None or getattr(transport, "TLS", False) or not transport.connected
+                or transport.disconnecting or transport._writeDisconnected):
+            return False
+        chunk = b"%x\r\n%s\r\n" % (len(data), data)
+        if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:
+            transport.write(chunk)  # behind what is already buffered
+            return True
+        try:
+            sent = transport.socket.send(chunk)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # A broken connection: Twisted's write finds out and closes it its own way.
+            sent = 0
+        if sent < len(chunk):
+            transport.write(chunk[sent:])
+        return True
+
+    return write
