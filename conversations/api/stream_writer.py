@@ -39,11 +39,11 @@ def direct_chunk_writer(base_send: Send) -> Callable[[bytes], bool] | None:
     if getattr(base_send.func, "__name__", "") != "handle_reply":
         return None
     request = base_send.args[0]
-    try:
-        from daphne.http_protocol import WebRequest
-    except ImportError:  # pragma: no cover - Daphne is a dependency
-        return None
-    if not isinstance(request, WebRequest):
+    # Twisted's Request, whose attributes the writer reads (Daphne's WebRequest is one; so is
+    # chatsite.request_limits' subclass of it, which Daphne builds in its place).
+    from twisted.web.http import Request
+
+    if not isinstance(request, Request):
         return None
 
     def write(data: bytes) -> bool:
