@@ -307,7 +307,10 @@ class SSEClient(_Base):
             block = bytes(events[:cut])
             del events[:cut + 2]
             for piece in _TOKEN_RE.findall(block):
-                turn.times.append(now)
+                # A busy server (our API) coalesces deltas: one chunk may carry several
+                # tokens, each "tokN " with its trailing space; all of them arrived now.
+                for _ in range(max(1, piece.count(b" "))):
+                    turn.times.append(now)
                 turn.texts.append(piece.decode())
             if b"data: [DONE]" in block:
                 self.saw_done = True

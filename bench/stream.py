@@ -289,7 +289,8 @@ async def direct_worker(phase: Phase, worker: int, client: httpx.AsyncClient, ur
                             continue
                         block, buffer = buffer[:cut], buffer[cut + 2:]
                         for piece in TOKEN_RE.findall(block):
-                            times.append(now)
+                            for _ in range(max(1, piece.count(b" "))):  # coalesced tokens
+                                times.append(now)
                             texts.append(piece.decode())
                         if b"data: [DONE]" in block:
                             done = True

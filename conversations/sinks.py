@@ -1,8 +1,9 @@
 """In-process readers of one turn: an async iterator over its typed events.
 
 The broker (conversations.broker.BrokerSink) is the sockets' sink; this one is for code in the
-same process that follows one turn from start to end without any socket: the /v1 API streams
-from it, tests read from it. Pass it to conversations.broker.start_turn(sinks=[...]).
+same process that follows one turn from start to end without any socket (tests read from it;
+the /v1 API has its own, conversations.api.asgi.ApiSink, which also writes the stream out from
+the turn's call). Pass it to conversations.broker.start_turn(sinks=[...]).
 
     events = TurnEvents()
     await start_turn(plan=prepared.plan, sinks=[events])

@@ -68,6 +68,13 @@ class ApiApp:
         path = scope.get("path", "")
         if scope["type"] != "http" or path not in (MODELS, COMPLETIONS):
             return await self.fallback(scope, receive, send)
+        started = False
+
+        async def watched_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
         try:
             _check_host(scope)
             body = await _read_body(receive)
@@ -76,9 +83,16 @@ class ApiApp:
             if path == MODELS:
                 await _models(scope, send)
             else:
-                await _completions(scope, body, receive, send)
+                await _completions(scope, body, receive, watched_send)
         except ApiError as exc:
             await _send_json(send, exc.status, exc.body(), retry_after=exc.retry_after)
+        except Exception:
+            logger.exception("the API failed on %s", path)
+            if started:
+                raise
+            error = ApiError(500, "The request failed because of an error on our server.",
+                             code="server_error")
+            await _send_json(send, error.status, error.body())
 
 
 # --- plumbing -------------------------------------------------------------------------------------
