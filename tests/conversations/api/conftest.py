@@ -6,6 +6,8 @@ Daphne process in test_disconnect.py."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ import pytest
 import uvicorn
 
 from accounts.api_keys import do_create_api_key
+from tests.conversations.processes import ROOT, serve, server_env
 from tests.factories import make_user
 
 
@@ -73,3 +76,31 @@ def client(api_server, api_key) -> openai.OpenAI:
     # No retries: a test sees each status once, as the SDK's exception class.
     return openai.OpenAI(base_url=api_server.base_url, api_key=api_key, max_retries=0,
                          timeout=30)
+
+
+@dataclass
+class DaphneApi:
+    port: int
+    key: str
+    db: object  # the SQLite file's Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/chat/completions"
+
+
+def daphne_api(fake_llm_server, tmp_path, **env):
+    """A real Daphne process and an API key of its one user (made by create_api_key)."""
+    with serve(fake_base_url=fake_llm_server.base_url, tmp_path=tmp_path,
+               **env) as (port, _session, _proc, db):
+        done = subprocess.run(
+            [sys.executable, "manage.py", "create_api_key", "bench0"], cwd=ROOT, check=True,
+            env=server_env(fake_base_url=fake_llm_server.base_url, tmp_path=tmp_path),
+            capture_output=True, text=True, timeout=60)
+        yield DaphneApi(port=port, key=done.stdout.strip(), db=db)
+
+
+@pytest.fixture(scope="session")
+def shared_daphne_api(fake_llm_server, tmp_path_factory):
+    """One Daphne for the tests that only need one (each starts ~5 s of processes)."""
+    yield from daphne_api(fake_llm_server, tmp_path_factory.mktemp("daphne-api"))

@@ -8,8 +8,6 @@ import functools
 import inspect
 import json
 import socket
-import subprocess
-import sys
 import time
 
 import httpx
@@ -19,7 +17,7 @@ from daphne.server import Server
 from twisted.web import http
 
 from conversations.api.stream_writer import direct_chunk_writer
-from tests.conversations.processes import ROOT, serve, server_env
+from tests.conversations.api.conftest import daphne_api
 from tests.conversations.test_socket_writer import Transport, daphne_send, recv_all
 
 
@@ -114,29 +112,29 @@ def test_the_internals_it_leans_on_are_still_there():
         Server.create_application)
 
 
-@pytest.mark.parametrize("direct", ["true", "false"])
-def test_a_long_answer_arrives_exactly_through_a_real_daphne(fake_llm_server, tmp_path, direct):
+@pytest.fixture
+def direct_off_api(fake_llm_server, tmp_path):
+    yield from daphne_api(fake_llm_server, tmp_path, WS_DIRECT_WRITE="false")
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_a_long_answer_arrives_exactly_through_a_real_daphne(request, fake_llm_server, direct):
     """Single tokens and coalesced chunks, to a reader that stops reading for a while."""
     fake_llm_server.reset(config=True)
-    with serve(fake_base_url=fake_llm_server.base_url, tmp_path=tmp_path,
-               WS_DIRECT_WRITE=direct) as (port, _session, _proc, _db):
-        key = subprocess.run(
-            [sys.executable, "manage.py", "create_api_key", "bench0"], cwd=ROOT, check=True,
-            env=server_env(fake_base_url=fake_llm_server.base_url, tmp_path=tmp_path),
-            capture_output=True, text=True, timeout=60).stdout.strip()
-        reply = "".join(f"wörd{i} 🙂 " for i in range(3000))
-        body = {"model": "default", "stream": True, "messages": [{"role": "user", "content":
-                "fake: " + json.dumps({"reply": reply, "chunk": 7, "gap_ms": 0},
-                                      ensure_ascii=False)}]}
-        text, finish = "", None
-        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body,
-                          headers={"Authorization": f"Bearer {key}"}, timeout=30) as response:
-            time.sleep(1.0)  # not reading: the server's socket buffer fills up
-            for line in response.iter_lines():
-                if line == "data: [DONE]":
-                    break
-                if line.startswith("data: "):
-                    choice = json.loads(line[6:])["choices"][0]
-                    text += choice["delta"].get("content") or ""
-                    finish = choice["finish_reason"] or finish
+    api = request.getfixturevalue("shared_daphne_api" if direct else "direct_off_api")
+    reply = "".join(f"wörd{i} 🙂 " for i in range(3000))
+    body = {"model": "default", "stream": True, "messages": [{"role": "user", "content":
+            "fake: " + json.dumps({"reply": reply, "chunk": 7, "gap_ms": 0},
+                                  ensure_ascii=False)}]}
+    text, finish = "", None
+    with httpx.stream("POST", api.url, json=body, timeout=30,
+                      headers={"Authorization": f"Bearer {api.key}"}) as response:
+        time.sleep(1.0)  # not reading: the server's socket buffer fills up
+        for line in response.iter_lines():
+            if line == "data: [DONE]":
+                break
+            if line.startswith("data: "):
+                choice = json.loads(line[6:])["choices"][0]
+                text += choice["delta"].get("content") or ""
+                finish = choice["finish_reason"] or finish
     assert text == reply and finish == "stop"
