@@ -31,16 +31,22 @@ DIRECT_MAX = 0xFFFF
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def direct_writer(base_send: Send) -> Callable[[str], bool] | None:
-    """A function that sends one text frame directly and says whether it did, or None when
-    `base_send` is not Daphne's WebSocket send (tests' communicators, another server)."""
+def daphne_protocol(base_send: Send) -> Any:
+    """The protocol object behind Daphne's ASGI send (`partial(Server.handle_reply, protocol)`),
+    or None when it is not Daphne's send, or direct writes are switched off (WS_DIRECT_WRITE)."""
     if not settings.WS_DIRECT_WRITE:
         return None
     if not isinstance(base_send, functools.partial) or not base_send.args:
         return None
     if getattr(base_send.func, "__name__", "") != "handle_reply":
         return None
-    protocol = base_send.args[0]
+    return base_send.args[0]
+
+
+def direct_writer(base_send: Send) -> Callable[[str], bool] | None:
+    """A function that sends one text frame directly and says whether it did, or None when
+    `base_send` is not Daphne's WebSocket send (tests' communicators, another server)."""
+    protocol = daphne_protocol(base_send)
     try:
         from autobahn.websocket.protocol import WebSocketProtocol
         from daphne.ws_protocol import WebSocketProtocol as DaphneWebSocketProtocol
@@ -58,27 +64,37 @@ def direct_writer(base_send: Send) -> Callable[[str], bool] | None:
         if (size > DIRECT_MAX or protocol.state != open_state
                 or protocol._perMessageCompress is not None or protocol.send_queue
                 or protocol.send_state != ground or protocol.trackedTimings
-                or 0 < protocol.autoFragmentSize < size or transport is None
-                or getattr(transport, "TLS", False) or not transport.connected
-                or transport.disconnecting or transport._writeDisconnected):
+                or 0 < protocol.autoFragmentSize < size or unusable(transport)):
             return False
         # FIN + text opcode; server frames are never masked.
         if size < 126:
             frame = bytes((0x81, size)) + payload
         else:
             frame = b"\x81\x7e" + size.to_bytes(2, "big") + payload
-        if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:
-            transport.write(frame)  # behind what is already buffered
-            return True
-        try:
-            sent = transport.socket.send(frame)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            # A broken connection: Twisted's write finds out and closes it its own way.
-            sent = 0
-        if sent < len(frame):
-            transport.write(frame[sent:])
+        send_now_or_buffer(transport, frame)
         return True
 
     return write
+
+
+def unusable(transport: Any) -> bool:
+    """The Twisted transport cannot take a direct send (gone, closing, or TLS in Twisted)."""
+    return (transport is None or getattr(transport, "TLS", False) or not transport.connected
+            or transport.disconnecting or transport._writeDisconnected)
+
+
+def send_now_or_buffer(transport: Any, data: bytes) -> None:
+    """`data` onto the TCP socket at once when Twisted holds nothing unsent, whatever the socket
+    does not take (and everything while anything is held) into Twisted's buffer, in order."""
+    if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:
+        transport.write(data)  # behind what is already buffered
+        return
+    try:
+        sent = transport.socket.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        # A broken connection: Twisted's write finds out and closes it its own way.
+        sent = 0
+    if sent < len(data):
+        transport.write(data[sent:])

@@ -20,11 +20,10 @@ test_stream_writer.py checks them; WS_DIRECT_WRITE=false switches this off too.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from django.conf import settings
+from conversations.socket_writer import daphne_protocol, send_now_or_buffer, unusable
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -32,13 +31,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 def direct_chunk_writer(base_send: Send) -> Callable[[bytes], bool] | None:
     """A function that writes one body chunk directly and says whether it did, or None when
     `base_send` is not Daphne's HTTP send (uvicorn, tests' clients)."""
-    if not settings.WS_DIRECT_WRITE:
-        return None
-    if not isinstance(base_send, functools.partial) or not base_send.args:
-        return None
-    if getattr(base_send.func, "__name__", "") != "handle_reply":
-        return None
-    request = base_send.args[0]
+    request = daphne_protocol(base_send)
     # Twisted's Request, whose attributes the writer reads (Daphne's WebRequest is one; so is
     # chatsite.request_limits' subclass of it, which Daphne builds in its place).
     from twisted.web.http import Request
@@ -52,22 +45,9 @@ def direct_chunk_writer(base_send: Send) -> Callable[[bytes], bool] | None:
                 or request._disconnected or channel is None):
             return False
         transport = channel.transport
-        if (transport is None or getattr(transport, "TLS", False) or not transport.connected
-                or transport.disconnecting or transport._writeDisconnected):
+        if unusable(transport):
             return False
-        chunk = b"%x\r\n%s\r\n" % (len(data), data)
-        if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:
-            transport.write(chunk)  # behind what is already buffered
-            return True
-        try:
-            sent = transport.socket.send(chunk)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            # A broken connection: Twisted's write finds out and closes it its own way.
-            sent = 0
-        if sent < len(chunk):
-            transport.write(chunk[sent:])
+        send_now_or_buffer(transport, b"%x\r\n%s\r\n" % (len(data), data))
         return True
 
     return write

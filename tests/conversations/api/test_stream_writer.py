@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import socket
 import time
 
 import httpx
@@ -18,7 +17,12 @@ from twisted.web import http
 
 from conversations.api.stream_writer import direct_chunk_writer
 from tests.conversations.api.conftest import daphne_api
-from tests.conversations.test_socket_writer import Transport, daphne_send, recv_all
+from tests.conversations.test_socket_writer import (  # noqa: F401  (pair: a fixture)
+    Transport,
+    daphne_send,
+    pair,
+    recv_all,
+)
 
 
 class Channel:
@@ -45,16 +49,6 @@ def unchunk(data: bytes) -> list[bytes]:
         assert data[end + 2 + size:end + 4 + size] == b"\r\n"
         i = end + 4 + size
     return out
-
-
-@pytest.fixture
-def pair():
-    ours, theirs = socket.socketpair()
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    ours.setblocking(False)
-    yield ours, theirs
-    ours.close()
-    theirs.close()
 
 
 def test_chunks_go_out_whole_and_in_order_when_the_socket_fills_up(pair, settings):
