@@ -133,3 +133,37 @@ async def test_arguments_that_are_not_a_json_object_are_sent_back_not_run(fake_l
     # The model is told, in the next round's tool results.
     tool_messages = [m for m in fake_llm.requests()[-1]["body"]["messages"] if m["role"] == "tool"]
     assert "not valid JSON" in tool_messages[0]["content"]
+
+
+async def test_a_clients_tool_ends_the_turn_and_server_tools_beside_it_are_not_run(fake_llm):
+    from agents.events import ClientToolCalls, Finished
+
+    tools = Clock()
+    weather = ToolSpec(name="get_weather", description="Weather", input_schema={
+        "type": "object", "properties": {"city": {"type": "string"}}})
+    events = await collect(
+        targets=target(fake_llm), system="", tools=tools, client_tools=(weather,),
+        history=user(tool_calls=[{"name": "get_weather", "arguments": {"city": "Oslo"}},
+                                 {"name": "now", "arguments": {}}]))
+    assert tools.calls == []  # nothing ran here
+    (started,) = [e for e in events if isinstance(e, ToolCallStarted)]
+    (finished,) = [e for e in events if isinstance(e, ToolCallFinished)]
+    assert started.call.name == "now" and finished.is_error and "client" in finished.result
+    assert isinstance(events[-2], Finished) and events[-2].reason == "tool_calls"
+    handed = events[-1]
+    assert isinstance(handed, ClientToolCalls)
+    assert [(c.name, c.arguments) for c in handed.calls] == [("get_weather", {"city": "Oslo"})]
+    offered = {t["function"]["name"] for t in fake_llm.requests()[-1]["body"]["tools"]}
+    assert offered == {"now", "wait", "explode", "get_weather"}
+
+
+async def test_a_turn_ends_with_the_models_finish_reason(fake_llm):
+    from agents.events import Finished
+
+    events = await collect(targets=target(fake_llm), system="",
+                           history=user(tokens=2, finish_reason="length"))
+    assert events[-1] == Finished(reason="length")
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

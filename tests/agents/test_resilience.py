@@ -335,3 +335,7 @@ async def test_limits_are_per_provider(fake, other, make):
         await holding.aclose()
 
     assert of_type(events, Waiting) == [] and text_of(events) == "free"
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

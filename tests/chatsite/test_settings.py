@@ -121,3 +121,7 @@ def test_the_identity_provider_and_sso_rules_come_from_the_environment(tmp_path)
 
     unset = run(["-c", code], env={}, tmp_path=tmp_path)
     assert json.loads(unset.stdout)[:2] == [{"OAUTH_PKCE_ENABLED": True}, False]
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

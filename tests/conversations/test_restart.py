@@ -64,3 +64,7 @@ async def test_sigterm_mid_answer_keeps_every_token_the_user_saw(server):
     assert content.startswith(seen)
     assert expected_tokens(400).startswith(content)
     assert len(content) < len(expected_tokens(400))
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

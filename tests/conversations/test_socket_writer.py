@@ -193,3 +193,7 @@ async def test_a_long_mixed_answer_arrives_exactly_through_a_real_daphne(
         await ws.close()
     assert text == reply
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

@@ -519,3 +519,7 @@ def test_cli_prints_base_url_and_serves() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

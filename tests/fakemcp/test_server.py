@@ -96,3 +96,7 @@ async def test_http_child_process_serves_the_generation_asked_for(legacy_only, v
 
 def test_png_is_a_tiny_png():
     assert PNG_1X1.startswith(b"\x89PNG\r\n") and len(PNG_1X1) < 100
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

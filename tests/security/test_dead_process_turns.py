@@ -27,6 +27,7 @@ FAST = {"TURN_FLUSH_INTERVAL": "0.2", "TURN_FLUSH_MAX_INTERVAL": "0.5",
         "TURN_STALE_AFTER": "2", "TURN_SWEEP_INTERVAL": "0.3"}
 
 
+@pytest.mark.backend_free  # its two processes share their own SQLite file
 async def test_after_sigkill_another_process_ends_the_turn_and_tells_the_open_page(
         fake_llm_server, tmp_path):
     with serve(fake_base_url=fake_llm_server.base_url, tmp_path=tmp_path, **FAST) as running:

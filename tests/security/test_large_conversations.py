@@ -64,3 +64,7 @@ async def test_a_message_of_90000_emoji_is_answered_and_its_conversation_opens(s
     assert [m["status"] for m in state["messages"]] == ["complete", "complete"]
     assert max(watcher.sizes) <= SEND_LIMIT
     await watcher.close()
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

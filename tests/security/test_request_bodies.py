@@ -411,3 +411,7 @@ def test_twisted_hands_a_chunked_body_over_as_it_reads_it(connection):
         "a refused request still ran (Daphne answered it too): Twisted no longer ends a "
         "request through Request.requestReceived: " + RELIES)
     assert transport.disconnecting
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

@@ -620,3 +620,7 @@ def _self_signed_certificate(directory: Path, name: str) -> tuple[Path, Path]:
     keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
     return certfile, keyfile
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

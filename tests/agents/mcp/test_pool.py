@@ -401,3 +401,7 @@ async def wait_until(fetch, predicate, timeout: float = 3.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"never matched: {value}")
         await asyncio.sleep(0.02)
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

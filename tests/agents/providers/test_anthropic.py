@@ -326,3 +326,26 @@ async def test_closing_the_generator_closes_the_upstream_stream(provider, fake):
     await stream.aclose()
 
     await fake.await_for(lambda s: s.streams_abandoned == 1, timeout=1.0)
+
+
+def test_sampling_values_and_tool_choice_in_anthropics_form():
+    from agents.providers.anthropic import build_body
+
+    tool = ToolSpec(name="get_weather", description="Weather", input_schema={"type": "object"})
+    base = dict(model="claude-fake", messages=(ChatMessage(role="user", content="hi"),),
+                tools=(tool,), top_p=0.5, stop=("END",), seed=3)
+    for choice, expected in (("required", {"type": "any"}), ("none", {"type": "none"}),
+                             ("auto", {"type": "auto"}),
+                             ({"type": "function", "function": {"name": "get_weather"}},
+                              {"type": "tool", "name": "get_weather"})):
+        body = build_body(ChatRequest(**base, tool_choice=choice))
+        assert body["tool_choice"] == expected
+        assert (body["top_p"], body["stop_sequences"]) == (0.5, ["END"])
+        assert "seed" not in body  # the Messages API has none
+    # Without tools (the loop's last round) there is nothing to choose from.
+    assert "tool_choice" not in build_body(ChatRequest(**{**base, "tools": ()},
+                                                       tool_choice="required"))
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

@@ -511,3 +511,26 @@ async def test_a_whole_answer_fails_like_a_stream(fake, config):
         assert "did not answer in time" in slow.message
     finally:
         await provider.aclose()
+
+
+def test_a_clients_sampling_values_go_into_the_body_as_they_came():
+    from agents.providers.openai import build_body
+
+    tool = ToolSpec(name="get_weather", description="Weather", input_schema={"type": "object"})
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}
+    request = ChatRequest(model="m", messages=(ChatMessage(role="user", content="hi"),),
+                          tools=(tool,), temperature=0.1, top_p=0.2, stop=("a", "b"), seed=9,
+                          response_format=schema, tool_choice="required", max_tokens=7)
+    body = build_body(request)
+    assert {k: body[k] for k in ("temperature", "top_p", "stop", "seed", "response_format",
+                                 "tool_choice", "max_tokens")} == {
+        "temperature": 0.1, "top_p": 0.2, "stop": ["a", "b"], "seed": 9,
+        "response_format": schema, "tool_choice": "required", "max_tokens": 7}
+    # Unset values are left out; a tool_choice without tools would be refused upstream.
+    bare = build_body(ChatRequest(model="m", messages=request.messages, tool_choice="auto"))
+    assert not {"temperature", "top_p", "stop", "seed", "response_format",
+                "tool_choice"} & set(bare)
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

@@ -53,3 +53,7 @@ def test_every_two_way_cut_gives_the_same_events():
 
 def test_invalid_utf8_is_replaced_not_fatal():
     assert parse([b"data: \xff\xfe ok\n\n"]) == [Event("message", "\ufffd\ufffd ok")]
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

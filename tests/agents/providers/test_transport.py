@@ -211,3 +211,7 @@ async def test_a_huge_error_page_is_read_in_part_and_its_connection_closed(
     assert (error.kind, error.status, error.retryable) == ("server_error", 502, True)
     assert error.message.startswith("The model server failed (HTTP 502). <html>Bad gateway.")
     assert len(error.message) < 400
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

@@ -326,3 +326,7 @@ async def test_an_idle_connection_past_its_keepalive_expiry_is_not_reused(server
     assert server.accepted == 2
     await settle(lambda: server.closed == 1)
     assert kept_connections(http) == [1]
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

@@ -56,3 +56,7 @@ def test_a_client_that_disconnects_stops_the_turn_upstream_and_keeps_the_text(
     status, content = _wait_for(lambda: (a := _answer(api.db)) and a[0] == "stopped" and a)
     assert content.startswith("tok0 tok1")
     assert len(content.split()) < 400
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free

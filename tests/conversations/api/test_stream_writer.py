@@ -132,3 +132,7 @@ def test_a_long_answer_arrives_exactly_through_a_real_daphne(request, fake_llm_s
                 text += choice["delta"].get("content") or ""
                 finish = choice["finish_reason"] or finish
     assert text == reply and finish == "stop"
+
+
+# Reaches neither the tests' database nor the channel layer (tests/conftest.py).
+pytestmark = pytest.mark.backend_free
