@@ -7,6 +7,7 @@ can be used to go on guessing a password the other refuses to check.
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 
 from django import forms
@@ -56,6 +57,13 @@ class ApiKeyForm(forms.Form):
 
     name = forms.CharField(max_length=100, help_text="What the key is for, e.g. “laptop script”.")
     expires = forms.ChoiceField(choices=EXPIRY_CHOICES, initial="90", label="Expires after")
+    # A fresh value in every form shown: the browser's "reload" of the answer sends the same
+    # form again, and must not make a second key (accounts.views.account_create_key).
+    once = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    @classmethod
+    def fresh(cls) -> ApiKeyForm:
+        return cls(initial={"once": secrets.token_urlsafe(16)})
 
     def expires_at(self, *, now):
         """When the chosen expiry ends, from `now`; None for never. Only on a valid form."""

@@ -4,6 +4,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView as DjangoLoginView
 from django.contrib.auth.views import redirect_to_login
+from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -68,7 +69,7 @@ def admin_password_change(request, extra_context=None):
 @require_GET
 @login_required
 def account(request: HttpRequest) -> HttpResponse:
-    return _account_page(request, form=ApiKeyForm())
+    return _account_page(request, form=ApiKeyForm.fresh())
 
 
 @never_cache  # the answer holds a new key: no browser or proxy may keep a copy of it
@@ -79,6 +80,11 @@ def account_create_key(request: HttpRequest) -> HttpResponse:
     nor put in the session, so a reload of the account page (GET) no longer has it."""
     form = ApiKeyForm(request.POST)
     if form.is_valid():
+        # A form already answered (the browser's reload sends it again): its key is in the
+        # list, and is not shown again. Kept as long as a form may sit open in a tab.
+        once = f"account:new-key:{request.user.pk}:{form.cleaned_data['once']}"
+        if not cache.add(once, True, timeout=24 * 3600):
+            return _account_page(request, form=ApiKeyForm.fresh(), resent=True, status=409)
         try:
             key, raw = api_keys.do_create_api_key(
                 user=request.user, name=form.cleaned_data["name"],
@@ -86,7 +92,7 @@ def account_create_key(request: HttpRequest) -> HttpResponse:
         except api_keys.ApiKeyInvalid as exc:
             form.add_error("name", str(exc))
         else:
-            return _account_page(request, form=ApiKeyForm(), new_key=key, new_raw=raw)
+            return _account_page(request, form=ApiKeyForm.fresh(), new_key=key, new_raw=raw)
     return _account_page(request, form=form, status=400)
 
 
@@ -110,11 +116,12 @@ def account_preferences(request: HttpRequest) -> HttpResponse:
 
 
 def _account_page(request: HttpRequest, *, form: ApiKeyForm, new_key=None, new_raw=None,
-                  status: int = 200) -> HttpResponse:
+                  resent: bool = False, status: int = 200) -> HttpResponse:
     return render(request, "accounts/account.html", {
         "form": form,
         "keys": api_keys.keys_for(user=request.user),
         "new_key": new_key,
         "new_raw": new_raw,
+        "resent": resent,
         "max_keys": api_keys.MAX_LIVE_KEYS,
     }, status=status)

@@ -39,7 +39,27 @@ def csrf(client: Client) -> str:
 
 
 def post(client: Client, url: str, data: dict | None = None):
-    return client.post(url, {"csrfmiddlewaretoken": csrf(client), **(data or {})})
+    """What the page's form sends: its CSRF token and (the key form) its one-time value."""
+    page = client.get("/account/").content.decode()
+    values = {"csrfmiddlewaretoken": re.search(
+        r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)}
+    if url == "/account/keys/":
+        values["once"] = re.search(r'name="once" value="([^"]+)"', page).group(1)
+    return client.post(url, {**values, **(data or {})})
+
+
+def test_sending_the_key_form_again_makes_no_second_key_and_shows_none(client):
+    page = client.get("/account/").content.decode()
+    form = {"csrfmiddlewaretoken": re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"',
+                                             page).group(1),
+            "once": re.search(r'name="once" value="([^"]+)"', page).group(1),
+            "name": "laptop", "expires": "30"}
+    first = client.post("/account/keys/", form)
+    assert first.status_code == 200 and KEY.search(first.text)
+    again = client.post("/account/keys/", form)  # the browser's reload of that answer
+    assert again.status_code == 409 and not KEY.search(again.text)
+    assert "is not shown again" in again.text
+    assert ApiKey.objects.count() == 1
 
 
 def test_the_page_needs_a_login_and_the_chat_page_links_to_it(client):
