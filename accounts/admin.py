@@ -6,8 +6,9 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.http import Http404
 
+from accounts.api_keys import do_revoke_api_keys
 from accounts.forms import AdminLoginForm
-from accounts.models import User
+from accounts.models import ApiKey, User
 
 
 @admin.register(User)
@@ -79,3 +80,40 @@ class SocialAppAdmin(socialaccount_admin.SocialAppAdmin):
 
 admin.site.unregister(SocialApp)
 admin.site.register(SocialApp, SocialAppAdmin)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Every person's API keys, by their public part: who has which, when each was last used,
+    and a revoke action. Keys are made by their owner (the account page) or by
+    `manage.py create_api_key`, never here: the whole key is shown once, to whoever made it.
+    Nothing is edited or deleted here (the conversations a key made keep pointing to it)."""
+
+    list_display = ["name", "shown", "user", "created_at", "last_used_at", "expires_at",
+                    "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "created_at", "last_used_at"]
+    search_fields = ["name", "prefix", "user__username", "user__email"]
+    list_select_related = ["user"]
+    date_hierarchy = "created_at"
+    ordering = ["-created_at"]
+    fields = ["name", "shown", "user", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    @admin.display(description="key")
+    def shown(self, key: ApiKey) -> str:
+        return key.shown
+
+    @admin.action(description="Revoke the selected API keys", permissions=["change"])
+    def revoke(self, request, queryset):
+        count = do_revoke_api_keys(keys=queryset)
+        for key in queryset:
+            self.log_change(request, key, "Revoked")
+        self.message_user(request, f"Revoked {count} API key{'' if count == 1 else 's'}: they "
+                                   "are refused from the next request on.")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

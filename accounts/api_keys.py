@@ -136,6 +136,12 @@ def do_revoke_api_key(*, user, key_id: int | str) -> ApiKey:
         raise ApiKeyNotFound from None
 
 
+def do_revoke_api_keys(*, keys: QuerySet[ApiKey]) -> int:
+    """Revoke every key in `keys` not revoked yet (the admin's action: any person's keys, for
+    staff allowed to change keys); returns how many."""
+    return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
 def keys_for(*, user) -> QuerySet[ApiKey]:
     """The user's keys, newest first, revoked and expired ones included (the account page
     shows them with their state)."""
