@@ -126,11 +126,18 @@ def test_a_length_cut_answer_says_so(client):
     assert completion.choices[0].finish_reason == "length"
 
 
-def test_api_conversations_stay_out_of_the_chat_list_but_in_the_audit(client, api_user):
+def test_api_conversations_stay_out_of_the_chat_list_but_in_the_audit(client, api_user,
+                                                                       admin_client):
     client.chat.completions.create(model="default", messages=[
         {"role": "user", "content": "Summarise our Q3.\n" + fake(tokens=2)}])
     from conversations.selectors import conversations_for
     assert not conversations_for(user=api_user).exists()
+    audit = admin_client.get("/admin/conversations/conversation/?source__exact=api")
+    assert "Summarise our Q3." in audit.text
+    conversation = Conversation.objects.get()
+    page = admin_client.get(f"/admin/conversations/conversation/{conversation.pk}/change/")
+    assert "tests (sk-ch-" in page.text  # the key it came with, by its public part
+    assert "tok0 tok1" in page.text  # the answer, with the request, in the audit
     api_user.show_api_conversations = True
     api_user.save()
     (conversation,) = conversations_for(user=api_user)
