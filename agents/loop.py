@@ -19,13 +19,13 @@ from agents.events import (
     Finished,
     LoopEvent,
     ReasoningDelta,
+    RequestOptions,
     TextDelta,
     ToolCall,
     ToolCallFinished,
     ToolCallRequested,
     ToolCallStarted,
     ToolSpec,
-    RequestOptions,
 )
 from agents.providers.base import Provider
 from agents.resilience import stream_with_retries

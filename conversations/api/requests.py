@@ -73,6 +73,9 @@ def parse_body(raw: bytes, *, content_type: str) -> CompletionRequest:
         raise _bad(f"The body is not valid JSON: {exc}.") from None
     if not isinstance(data, dict):
         raise _bad("The body must be a JSON object.")
+    if b"\\u0000" in raw:
+        # PostgreSQL cannot store it, in text or in JSON; refused rather than half stored.
+        raise _bad("The request contains a NUL character (\\u0000), which cannot be stored.")
     return check_completion(data)
 
 

@@ -61,6 +61,8 @@ def test_the_apps_own_limits_are_400s(client, fake_llm, settings):
     (b"[1, 2]", "application/json", 400),
     (b'{"model": "default"}', "application/json", 400),
     (b"model=default", "application/x-www-form-urlencoded", 415),
+    (b'{"model": "default", "messages": [{"role": "user", "content": "a\\u0000b"}]}',
+     "application/json", 400),
 ])
 def test_malformed_bodies_get_an_error_in_openais_shape(api_server, api_key, body,
                                                         content_type, status):
