@@ -89,8 +89,10 @@ def _clean_text(text: Any) -> str:
 
 
 def _check_unicode(text: str, *, what: str) -> None:
-    # A JSON escape can make a lone surrogate, which neither UTF-8 (the socket, the database)
-    # nor a person can use.
+    # A JSON escape can make a NUL, which PostgreSQL cannot store, or a lone surrogate, which
+    # neither UTF-8 (the socket, the database) nor a person can use.
+    if "\x00" in text:
+        raise InvalidInput(f"{what} contains a NUL character, which cannot be stored.")
     if not text.isascii():
         try:
             text.encode()

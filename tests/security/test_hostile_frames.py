@@ -60,10 +60,13 @@ async def test_booleans_are_not_ids(fake_llm, frame):
     await comm.disconnect()
 
 
-async def test_text_that_utf8_cannot_carry_is_refused(fake_llm):
+@pytest.mark.parametrize("escape", [
+    "\\ud800",  # a lone surrogate, as a JSON escape can make one: UTF-8 cannot carry it
+    "\\u0000",  # a NUL: PostgreSQL cannot store it
+])
+async def test_text_that_cannot_be_carried_or_stored_is_refused(fake_llm, escape):
     comm = await connect(await user())
-    # A lone surrogate, as a JSON escape can make one.
-    await comm.send_to(text_data='{"type":"send","conversation":null,"text":"a\\ud800b"}')
+    await comm.send_to(text_data='{"type":"send","conversation":null,"text":"a%sb"}' % escape)
     error = await receive(comm)
     assert (error["type"], error["code"]) == ("error", "invalid")
     assert await Message.objects.acount() == 0
