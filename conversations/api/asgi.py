@@ -1,5 +1,5 @@
 """The /v1 endpoints as a small ASGI application of their own, in front of Django (chatsite/
-asgi.py routes their two paths here): thin adapters from HTTP to conversations.api's services
+asgi.py routes every /v1/ path here): thin adapters from HTTP to conversations.api's services
 and the turn pipeline, as a consumer is for the chat socket.
 
 Why not Django views: a streamed answer is a few hundred chunks, and Django's request and
@@ -66,7 +66,7 @@ class ApiApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path not in (MODELS, COMPLETIONS):
+        if scope["type"] != "http" or not path.startswith("/v1/"):
             return await self.fallback(scope, receive, send)
         started = False
 
@@ -80,10 +80,14 @@ class ApiApp:
             body = await _read_body(receive)
             if body is None:
                 return  # the client left before sending its body
-            if path == MODELS:
-                await _models(scope, send)
-            else:
+            if path == COMPLETIONS:
                 await _completions(scope, body, receive, watched_send)
+            elif path == MODELS or path.startswith(MODELS + "/"):
+                await _models(scope, send, model_id=path[len(MODELS) + 1:] or None)
+            else:
+                raise ApiError(404, f"There is no endpoint {path}: this server has GET "
+                                    f"{MODELS}, GET {MODELS}/<id> and POST {COMPLETIONS}.",
+                               code="unknown_url")
         except ApiError as exc:
             await _send_json(send, exc.status, exc.body(), retry_after=exc.retry_after)
         except Exception:
@@ -159,13 +163,23 @@ def _list_models(scope: Scope) -> list[catalog.ApiModel]:
     return catalog.models_for(user=_authenticate(scope).user)
 
 
-async def _models(scope: Scope, send: Send) -> None:
+def _model_body(model: catalog.ApiModel) -> dict:
+    return {"id": model.id, "object": "model", "created": model.created,
+            "owned_by": model.owned_by}
+
+
+async def _models(scope: Scope, send: Send, *, model_id: str | None) -> None:
+    """GET /v1/models, or GET /v1/models/<id> (ids may hold a "/": "default/gpt-oss")."""
     if scope["method"] != "GET":
         raise ApiError(405, "Use GET.")
     rows = await database_sync_to_async(_list_models)(scope)
-    await _send_json(send, 200, {"object": "list", "data": [
-        {"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by}
-        for m in rows]})
+    if model_id is None:
+        return await _send_json(send, 200, {"object": "list",
+                                            "data": [_model_body(m) for m in rows]})
+    found = next((m for m in rows if m.id == model_id), None)
+    if found is None:
+        raise catalog.ModelNotFound(model_id)
+    await _send_json(send, 200, _model_body(found))
 
 
 # --- POST /v1/chat/completions ------------------------------------------------------------------------

@@ -78,6 +78,19 @@ def test_models_lists_agents_and_their_models_for_the_keys_owner(client, api_use
         "open", "secret", "default/fake-model", "default/secret-model"]
 
 
+def test_one_model_is_read_by_its_id_and_unknown_urls_are_json_404s(client, api_server,
+                                                                     api_key, fake_llm):
+    import httpx
+
+    assert client.models.retrieve("default/fake-model").owned_by == "default"
+    assert client.models.retrieve("default").id == "default"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
+    response = httpx.get(f"{api_server.base_url}/embeddings",
+                         headers={"Authorization": f"Bearer {api_key}"})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_url"
+
+
 def test_a_key_cannot_use_an_agent_its_owners_groups_do_not_allow(client, fake_llm):
     secret = Agent.objects.create(name="Secret", slug="secret", model="secret-model")
     secret.allowed_groups.add(Group.objects.create(name="legal"))
