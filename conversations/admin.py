@@ -4,9 +4,11 @@ nobody edits them here, and only superusers may delete."""
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.http import HttpRequest
 
-from conversations.models import Conversation, Message, ToolCall
+from conversations.audit_reads import do_record_admin_read
+from conversations.models import AdminRead, Conversation, Message, ToolCall
 
 
 class AuditAdminMixin:
@@ -20,6 +22,23 @@ class AuditAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return request.user.is_active and request.user.is_superuser
+
+
+class ReadRecordedMixin:
+    """Opening a record's page is recorded (AdminRead): who read whose conversation, when."""
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if request.method == "GET" and response.status_code == 200:
+            obj = self.get_object(request, unquote(object_id))
+            if obj is not None:
+                conversation, what = self.read_of(obj)
+                do_record_admin_read(reader=request.user, conversation=conversation, what=what)
+        return response
+
+    def read_of(self, obj) -> tuple[Conversation, str]:
+        """The conversation the page shows part of, and what part."""
+        raise NotImplementedError
 
 
 class ToolCallInline(AuditAdminMixin, admin.TabularInline):
@@ -42,7 +61,7 @@ class MessageInline(AuditAdminMixin, admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(AuditAdminMixin, admin.ModelAdmin):
+class ConversationAdmin(ReadRecordedMixin, AuditAdminMixin, admin.ModelAdmin):
     list_display = ["__str__", "owner", "agent", "source", "created_at", "updated_at",
                     "is_deleted"]
     list_filter = [("owner", admin.RelatedOnlyFieldListFilter), "source", "is_deleted",
@@ -54,9 +73,12 @@ class ConversationAdmin(AuditAdminMixin, admin.ModelAdmin):
                        "updated_at", "is_deleted", "deleted_at"]
     inlines = [MessageInline]
 
+    def read_of(self, obj: Conversation) -> tuple[Conversation, str]:
+        return obj, "the conversation"
+
 
 @admin.register(Message)
-class MessageAdmin(AuditAdminMixin, admin.ModelAdmin):
+class MessageAdmin(ReadRecordedMixin, AuditAdminMixin, admin.ModelAdmin):
     list_display = ["id", "conversation_owner", "role", "status", "model", "short_content",
                     "input_tokens", "output_tokens", "created_at"]
     list_filter = [("conversation__owner", admin.RelatedOnlyFieldListFilter), "role", "status",
@@ -66,6 +88,9 @@ class MessageAdmin(AuditAdminMixin, admin.ModelAdmin):
     list_select_related = ["conversation__owner"]
     readonly_fields = [f.name for f in Message._meta.fields]
     inlines = [ToolCallInline]
+
+    def read_of(self, obj: Message) -> tuple[Conversation, str]:
+        return obj.conversation, f"message {obj.pk}"
 
     @admin.display(description="User", ordering="conversation__owner__username")
     def conversation_owner(self, obj: Message) -> str:
@@ -77,7 +102,7 @@ class MessageAdmin(AuditAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ToolCall)
-class ToolCallAdmin(AuditAdminMixin, admin.ModelAdmin):
+class ToolCallAdmin(ReadRecordedMixin, AuditAdminMixin, admin.ModelAdmin):
     list_display = ["id", "tool_name", "server", "status", "approval", "decided_by", "is_error",
                     "user", "started_at", "finished_at"]
     list_filter = ["tool_name", "server", "status", "approval", "is_error", "result_truncated",
@@ -88,6 +113,37 @@ class ToolCallAdmin(AuditAdminMixin, admin.ModelAdmin):
     list_select_related = ["message__conversation__owner", "decided_by"]
     readonly_fields = [f.name for f in ToolCall._meta.fields]
 
+    def read_of(self, obj: ToolCall) -> tuple[Conversation, str]:
+        return obj.message.conversation, f"tool call {obj.pk}"
+
     @admin.display(description="User", ordering="message__conversation__owner__username")
     def user(self, obj: ToolCall) -> str:
         return obj.message.conversation.owner.get_username()
+
+
+@admin.register(AdminRead)
+class AdminReadAdmin(admin.ModelAdmin):
+    """Who read whose conversation: for superusers only, and read-only for them too."""
+
+    list_display = ["at", "reader", "owner", "what", "conversation_ref"]
+    list_filter = [("reader", admin.RelatedOnlyFieldListFilter),
+                   ("owner", admin.RelatedOnlyFieldListFilter), "at"]
+    search_fields = ["reader__username", "owner__username", "conversation_ref"]
+    date_hierarchy = "at"
+    list_select_related = ["reader", "owner"]
+    readonly_fields = ["at", "reader", "owner", "what", "conversation_ref"]
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

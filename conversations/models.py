@@ -205,3 +205,30 @@ class ToolCall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tool_name} ({self.call_id})"
+
+
+class AdminRead(models.Model):
+    """Who read whose conversation in the admin, and when: the audit of the audit. Written by
+    the admin's own pages (conversations.audit_reads), never changed or deleted there; only
+    superusers see it."""
+
+    reader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                               related_name="+")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                              related_name="+")
+    # The conversation's id as text: the record must outlive the conversation (a purge).
+    conversation_ref = models.CharField("conversation", max_length=36)
+    # What was opened: the conversation, one of its messages, or one of its tool calls.
+    what = models.CharField(max_length=100)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "admin read"
+        indexes = [
+            models.Index(fields=["at"], name="adminread_at"),
+            models.Index(fields=["owner", "at"], name="adminread_owner_at"),
+            models.Index(fields=["reader", "at"], name="adminread_reader_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reader} read {self.what} of {self.owner}"

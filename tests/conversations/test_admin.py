@@ -92,3 +92,39 @@ def test_a_model_server_api_key_is_write_only(client):
         "max_concurrency": 8, "first_token_timeout": 60})
     server.refresh_from_db()
     assert server.api_key == "sk-secret-123"
+
+
+def test_opening_someones_conversation_in_the_admin_is_recorded(auditor, record):
+    from conversations.models import AdminRead
+
+    conversation, answer, call = record
+    assert auditor.get("/admin/conversations/conversation/").status_code == 200
+    assert not AdminRead.objects.exists()  # a list is not a read of one conversation
+    for url, what in ((f"/admin/conversations/conversation/{conversation.pk}/change/",
+                       "the conversation"),
+                      (f"/admin/conversations/message/{answer.pk}/change/", f"message {answer.pk}"),
+                      (f"/admin/conversations/toolcall/{call.pk}/change/", f"tool call {call.pk}")):
+        assert auditor.get(url).status_code == 200
+        read = AdminRead.objects.latest("id")
+        assert (read.owner.username, read.conversation_ref, read.what) == (
+            "alice", str(conversation.pk), what)
+        assert read.reader.is_staff and read.reader != read.owner
+    assert AdminRead.objects.count() == 3
+
+
+def test_the_record_of_reads_is_for_superusers_only_and_read_only(auditor, record, admin_client):
+    from conversations.models import AdminRead
+
+    conversation, _, _ = record
+    auditor.get(f"/admin/conversations/conversation/{conversation.pk}/change/")
+    read = AdminRead.objects.get()
+    # A staff member who may read the audit may not read who read it.
+    assert auditor.get("/admin/conversations/adminread/").status_code == 403
+    listing = admin_client.get("/admin/conversations/adminread/")
+    assert listing.status_code == 200 and "alice" in listing.text
+    page = admin_client.get(f"/admin/conversations/adminread/{read.pk}/change/")
+    assert page.status_code == 200 and 'name="_save"' not in page.text
+    assert admin_client.post(f"/admin/conversations/adminread/{read.pk}/delete/",
+                             {"post": "yes"}).status_code == 403
+    assert admin_client.get("/admin/conversations/adminread/add/").status_code == 403
+    assert AdminRead.objects.count() == 1
