@@ -34,6 +34,8 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Last activity (a message sent or answered): the sidebar's order.
     updated_at = models.DateTimeField(auto_now=True)
+    # Kept by the retention purge whatever its age (conversations.retention), until released.
+    legal_hold = models.BooleanField(default=False)
     # Deleting hides a conversation from its owner; the audit keeps it.
     is_deleted = models.BooleanField(default=False)
     deleted_at = models.DateTimeField(null=True, blank=True)
