@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
+from django.utils import timezone
 
 from conversations.audit_reads import do_record_admin_read
+from conversations.export import jsonl_lines
 from conversations.models import AdminRead, Conversation, Message, ToolCall
 
 
@@ -65,16 +67,50 @@ class ConversationAdmin(ReadRecordedMixin, AuditAdminMixin, admin.ModelAdmin):
     list_display = ["__str__", "owner", "agent", "source", "created_at", "updated_at",
                     "is_deleted"]
     list_filter = [("owner", admin.RelatedOnlyFieldListFilter), "source", "is_deleted",
-                   "agent", "created_at"]
+                   "legal_hold", "agent", "created_at"]
     search_fields = ["title", "owner__username", "owner__email", "id"]
     date_hierarchy = "created_at"
     list_select_related = ["owner", "agent"]
     readonly_fields = ["id", "owner", "title", "agent", "source", "api_key", "created_at",
-                       "updated_at", "is_deleted", "deleted_at"]
+                       "updated_at", "is_deleted", "deleted_at", "legal_hold"]
     inlines = [MessageInline]
+    actions = ["export_jsonl", "hold", "release"]
 
     def read_of(self, obj: Conversation) -> tuple[Conversation, str]:
         return obj, "the conversation"
+
+    @admin.action(description="Export as JSON Lines (one conversation per line)",
+                  permissions=["view"])
+    def export_jsonl(self, request, queryset):
+        """The selected conversations (or, with "select all", every one the filters keep:
+        one user's, a date range's), streamed; each recorded as read by whoever exported it."""
+        name = f"conversations-{timezone.now():%Y%m%d-%H%M%S}.jsonl"
+        response = StreamingHttpResponse(jsonl_lines(queryset, reader=request.user),
+                                         content_type="application/x-ndjson")
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
+
+    @admin.action(description="Put under legal hold (kept by the retention purge)",
+                  permissions=["hold"])
+    def hold(self, request, queryset):
+        self._set_hold(request, queryset, True)
+
+    @admin.action(description="Release from legal hold", permissions=["hold"])
+    def release(self, request, queryset):
+        self._set_hold(request, queryset, False)
+
+    def _set_hold(self, request, queryset, held: bool) -> None:
+        changed = list(queryset.exclude(legal_hold=held))
+        Conversation.objects.filter(pk__in=[c.pk for c in changed]).update(legal_hold=held)
+        for conversation in changed:
+            self.log_change(request, conversation,
+                            "Put under legal hold" if held else "Released from legal hold")
+        self.message_user(request, f"{len(changed)} conversation(s) "
+                                   f"{'put under' if held else 'released from'} legal hold.")
+
+    def has_hold_permission(self, request: HttpRequest) -> bool:
+        # The audit is read-only for staff; what the purge keeps is a superuser's decision.
+        return request.user.is_active and request.user.is_superuser
 
 
 @admin.register(Message)

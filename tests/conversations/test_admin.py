@@ -128,3 +128,66 @@ def test_the_record_of_reads_is_for_superusers_only_and_read_only(auditor, recor
                              {"post": "yes"}).status_code == 403
     assert admin_client.get("/admin/conversations/adminread/add/").status_code == 403
     assert AdminRead.objects.count() == 1
+
+
+async def _read_stream(response) -> bytes:
+    return b"".join([part async for part in response.streaming_content])
+
+
+def test_an_export_is_one_json_line_per_conversation_and_each_is_recorded(admin_client, record):
+    import json
+
+    from asgiref.sync import async_to_sync
+
+    from conversations.models import AdminRead
+
+    conversation, answer, call = record
+    other = make_conversation(owner=make_user(username="bob"), title="Other")
+    make_message(conversation=other, content="Bob asks.")
+    response = admin_client.post("/admin/conversations/conversation/", {
+        "action": "export_jsonl", "_selected_action": [conversation.pk, other.pk]})
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"] == "application/x-ndjson"
+    lines = [json.loads(line) for line in
+             async_to_sync(_read_stream)(response).decode().splitlines()]
+    assert {line["title"] for line in lines} == {"Quarterly numbers", "Other"}
+    alice = next(line for line in lines if line["owner"] == "alice")
+    assert [m["content"] for m in alice["messages"]] == ["What were Q3 sales?", "Let me look."]
+    assert alice["messages"][1]["parent"] == alice["messages"][0]["id"]
+    (exported_call,) = alice["messages"][1]["tool_calls"]
+    assert (exported_call["tool"], exported_call["arguments"], exported_call["result"]) == (
+        "sales_report", {"quarter": "Q3"}, "1.2M")
+    assert alice["messages"][1]["usage"]["output_tokens"] == 40
+    reads = AdminRead.objects.filter(what="export of the conversation")
+    assert sorted(r.owner.username for r in reads) == ["alice", "bob"]
+
+
+def test_an_export_streams_in_batches(admin_client, monkeypatch):
+    import json
+
+    from asgiref.sync import async_to_sync
+
+    from conversations import export
+
+    monkeypatch.setattr(export, "BATCH", 3)
+    owner = make_user(username="carol")
+    made = {str(make_conversation(owner=owner, title=f"c{i}").pk) for i in range(7)}
+    response = admin_client.post("/admin/conversations/conversation/", {
+        "action": "export_jsonl", "_selected_action": list(made)})
+    ids = [json.loads(line)["id"]
+           for line in async_to_sync(_read_stream)(response).decode().splitlines()]
+    assert len(ids) == 7 and set(ids) == made  # three batches, nothing repeated or lost
+
+
+def test_legal_hold_is_a_superusers_action(admin_client, auditor, record):
+    from conversations.models import Conversation
+
+    conversation, _, _ = record
+    admin_client.post("/admin/conversations/conversation/", {
+        "action": "hold", "_selected_action": [conversation.pk]})
+    assert Conversation.objects.get(pk=conversation.pk).legal_hold
+    page = auditor.get("/admin/conversations/conversation/")
+    assert 'value="hold"' not in page.text  # staff who read the audit cannot change it
+    admin_client.post("/admin/conversations/conversation/", {
+        "action": "release", "_selected_action": [conversation.pk]})
+    assert not Conversation.objects.get(pk=conversation.pk).legal_hold
