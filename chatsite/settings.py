@@ -358,6 +358,10 @@ if TURN_STALE_AFTER <= 2 * TURN_FLUSH_MAX_INTERVAL:
         "TURN_STALE_AFTER must be more than twice TURN_FLUSH_MAX_INTERVAL, or live turns would "
         "be taken for dead ones."
     )
+# Days after its last activity a conversation (with its messages and tool calls) is removed by
+# `manage.py purge_conversations`, unless it is under legal hold. 0 keeps everything forever:
+# deleting the audit record must be a decision someone made, never a default.
+RETENTION_DAYS = env.integer("RETENTION_DAYS", 0, minimum=0)
 
 # Tools (MCP). Model rounds one answer may take (each may call tools; an agent may set its own);
 # the characters of one tool result the model is given (longer ones are cut, and the cut is

@@ -55,8 +55,10 @@ class ToolCallInline(AuditAdminMixin, admin.TabularInline):
 class MessageInline(AuditAdminMixin, admin.TabularInline):
     model = Message
     extra = 0
-    fields = ["id", "role", "status", "model", "content", "input_tokens", "output_tokens",
-              "created_at"]
+    # The transcript: parent shows the branches (edits, regenerations), reasoning what the model
+    # thought before it answered.
+    fields = ["id", "parent", "role", "status", "model", "content", "reasoning", "error",
+              "input_tokens", "output_tokens", "created_at"]
     readonly_fields = fields
     show_change_link = True
     ordering = ["created_at", "id"]
@@ -66,8 +68,11 @@ class MessageInline(AuditAdminMixin, admin.TabularInline):
 class ConversationAdmin(ReadRecordedMixin, AuditAdminMixin, admin.ModelAdmin):
     list_display = ["__str__", "owner", "agent", "source", "created_at", "updated_at",
                     "is_deleted"]
-    list_filter = [("owner", admin.RelatedOnlyFieldListFilter), "source", "is_deleted",
-                   "legal_hold", "agent", "created_at"]
+    list_filter = [("owner", admin.RelatedOnlyFieldListFilter),
+                   ("owner__groups", admin.RelatedOnlyFieldListFilter), "agent",
+                   ("messages__model", admin.AllValuesFieldListFilter),
+                   ("messages__tool_calls__tool_name", admin.AllValuesFieldListFilter),
+                   "messages__status", "source", "is_deleted", "legal_hold", "created_at"]
     search_fields = ["title", "owner__username", "owner__email", "id"]
     date_hierarchy = "created_at"
     list_select_related = ["owner", "agent"]

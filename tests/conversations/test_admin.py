@@ -191,3 +191,20 @@ def test_legal_hold_is_a_superusers_action(admin_client, auditor, record):
     admin_client.post("/admin/conversations/conversation/", {
         "action": "release", "_selected_action": [conversation.pk]})
     assert not Conversation.objects.get(pk=conversation.pk).legal_hold
+
+
+def test_conversations_filter_by_group_model_tool_and_status(auditor, record):
+    from django.contrib.auth.models import Group
+
+    conversation, _, _ = record
+    other = make_conversation(owner=make_user(username="bob"), title="Unrelated talk")
+    make_message(conversation=other, role="assistant", model="claude", status="failed")
+    finance = Group.objects.create(name="finance")
+    conversation.owner.groups.add(finance)
+    base = "/admin/conversations/conversation/"
+    for query in (f"owner__groups__id__exact={finance.pk}", "messages__model=gpt-oss-120b",
+                  "messages__tool_calls__tool_name=sales_report"):
+        page = auditor.get(f"{base}?{query}").text
+        assert "Quarterly numbers" in page and "Unrelated talk" not in page, query
+    page = auditor.get(f"{base}?messages__status__exact=failed").text
+    assert "Unrelated talk" in page and "Quarterly numbers" not in page
