@@ -81,7 +81,8 @@ class ApiApp:
             if body is None:
                 return  # the client left before sending its body
             if path == COMPLETIONS:
-                await _completions(scope, body, receive, watched_send)
+                # The server's own send too: the direct chunk writer recognises Daphne's.
+                await _completions(scope, body, receive, watched_send, server_send=send)
             elif path == MODELS or path.startswith(MODELS + "/"):
                 await _models(scope, send, model_id=path[len(MODELS) + 1:] or None)
             else:
@@ -194,7 +195,8 @@ def _start(scope: Scope, completion: CompletionRequest | None, invalid: ApiError
     return storing.do_start_api_turn(user=use.user, request=completion, key_id=use.key_id)
 
 
-async def _completions(scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+async def _completions(scope: Scope, body: bytes, receive: Receive, send: Send, *,
+                       server_send: Send) -> None:
     if scope["method"] != "POST":
         raise ApiError(405, "Use POST.")
     completion, invalid = None, None
@@ -229,7 +231,7 @@ async def _completions(scope: Scope, body: bytes, receive: Receive, send: Send) 
             error = turn_failure(runner.failure, last.message.error)
             return await _send_json(send, error.status, error.body(),
                                     retry_after=error.retry_after)
-        await sink.stream(head, send)
+        await sink.stream(head, send, server_send=server_send)
     finally:
         watcher.cancel()
         sink.abandon()
@@ -310,7 +312,7 @@ class ApiSink:
                 return head
         return None
 
-    async def stream(self, head: list[Envelope], send: Send) -> None:
+    async def stream(self, head: list[Envelope], send: Send, *, server_send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/event-stream"), *_COMMON_HEADERS,
             # nginx and other proxies would otherwise buffer the stream.
@@ -320,7 +322,7 @@ class ApiSink:
         pieces = [self._writer.start(), *(self._render(e) for e in head)]
         await send({"type": "http.response.body", "body": b"".join(pieces), "more_body": True})
         if not self.finished:
-            self._direct = direct_chunk_writer(send)
+            self._direct = direct_chunk_writer(server_send)
             while (envelope := await self.queue.get()) is not None:
                 self._busy = True
                 try:

@@ -142,3 +142,22 @@ def test_api_conversations_stay_out_of_the_chat_list_but_in_the_audit(client, ap
     api_user.save()
     (conversation,) = conversations_for(user=api_user)
     assert conversation.title.startswith("Summarise our Q3.")
+
+
+def test_the_stream_offers_the_servers_own_send_to_the_direct_writer(client, monkeypatch):
+    """Under Daphne the chunk writer recognises Daphne's send (stream_writer): it must be
+    given the server's own, not a wrapper of ours around it (which it would refuse)."""
+    from conversations.api import asgi
+
+    offered = []
+
+    def spy(send):
+        offered.append(send)
+        return None
+
+    monkeypatch.setattr(asgi, "direct_chunk_writer", spy)
+    list(client.chat.completions.create(model="default", stream=True, messages=[
+        {"role": "user", "content": fake(tokens=3)}]))
+    (send,) = offered
+    assert getattr(send, "__qualname__", "").split(".")[-1] != "watched_send"
+    assert "conversations.api" not in getattr(send, "__module__", "")
