@@ -22,7 +22,7 @@ import re
 import secrets
 import string
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -250,16 +250,12 @@ def _hash(raw: str) -> str:
 # --- reading the header --------------------------------------------------------------------------
 
 
-def bearer_key(headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]]) -> str | None:
+def bearer_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The key sent as `Authorization: Bearer <key>` (the scheme in any case), or None: no such
-    header, more than one, another scheme, or no key after it. `headers` is a request's
-    (Django's request.headers or any mapping of names to values, names in any case) or an ASGI
-    scope's list of (name, value) byte pairs. The key is not checked here."""
-    if isinstance(headers, Mapping):
-        pairs = [(str(name), str(value)) for name, value in headers.items()]
-    else:
-        pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
-    values = [value for name, value in pairs if name.lower() == "authorization"]
+    header, more than one, another scheme, or no key after it. `headers` is an ASGI scope's list
+    of (name, value) byte pairs, names in any case. The key is not checked here."""
+    values = [value.decode("latin-1") for name, value in headers
+              if name.lower() == b"authorization"]
     if len(values) != 1:
         return None
     scheme, _, key = values[0].strip().partition(" ")

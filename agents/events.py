@@ -52,26 +52,6 @@ class ToolSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class ChatRequest:
-    model: str
-    messages: tuple[ChatMessage, ...]
-    system: str = ""
-    tools: tuple[ToolSpec, ...] = ()
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    # OpenAI's forms, as a client of the /v1 API sent them ({"type": "json_object"} or
-    # {"type": "json_schema", ...}; "auto", "none", "required" or {"type": "function", ...}).
-    response_format: dict[str, Any] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    # False: nobody watches this answer arrive (a title), so a provider may ask for it in one
-    # JSON response (one read instead of one per token); it yields the same events either way.
-    stream: bool = True
-
-
-@dataclass(frozen=True, slots=True)
 class RequestOptions:
     """What a turn's caller sets on every model request of the turn (the /v1 API passes its
     client's values; the chat page sets none). `tool_choice` applies to the first round only:
@@ -83,8 +63,22 @@ class RequestOptions:
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # OpenAI's forms, as a client of the /v1 API sent them ({"type": "json_object"} or
+    # {"type": "json_schema", ...}; "auto", "none", "required" or {"type": "function", ...}).
     response_format: dict[str, Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    messages: tuple[ChatMessage, ...]
+    system: str = ""
+    tools: tuple[ToolSpec, ...] = ()
+    options: RequestOptions = RequestOptions()
+    # False: nobody watches this answer arrive (a title), so a provider may ask for it in one
+    # JSON response (one read instead of one per token); it yields the same events either way.
+    stream: bool = True
 
 
 # --- What a provider yields ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agents.events import (
     ChatMessage,
@@ -71,7 +71,6 @@ async def run_turn(
     tools: ToolBox | None = None,
     before_tool_call: BeforeToolCall | None = None,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
-    max_tokens: int | None = None,
     client_tools: Sequence[ToolSpec] = (),
     options: RequestOptions | None = None,
 ) -> AsyncIterator[LoopEvent]:
@@ -85,7 +84,8 @@ async def run_turn(
     ProviderError when the model fails, and RoundLimitReached when it asks for tools on its
     last round; whatever was yielded before stays valid (the caller keeps it)."""
     tools = tools or NoTools()
-    options = options or RequestOptions(max_tokens=max_tokens)
+    options = options or RequestOptions()
+    later_options = replace(options, tool_choice=None)
     schemas = {spec.name: spec.input_schema for spec in tools.specs()}
     client_names = {spec.name for spec in client_tools}
     messages = list(history)
@@ -98,10 +98,7 @@ async def run_turn(
         specs = (*(() if last_round else tools.specs()), *client_tools)
         request = ChatRequest(
             model=targets[0].model, messages=tuple(messages), system=system, tools=specs,
-            max_tokens=options.max_tokens, temperature=options.temperature,
-            top_p=options.top_p, stop=options.stop, seed=options.seed,
-            response_format=options.response_format,
-            tool_choice=options.tool_choice if round_no == 0 else None,
+            options=options if round_no == 0 else later_options,
         )
         current = _Round()
         finished: Finished | None = None
@@ -132,28 +129,24 @@ async def run_turn(
             yield finished or Finished(reason="stop")
             return
         handed_back = tuple(c for c in current.calls if c.name in client_names)
+        server_calls = [c for c in current.calls if c.name not in client_names]
+        for call in server_calls:
+            yield ToolCallStarted(
+                call=call, round=round_no, text_offset=text_offset,
+                server=tools.server_of(call.name),
+                definition_hash=tools.definition_hash_of(call.name),
+            )
         if handed_back:
             # The client runs its own tools and sends their results in its next request, which
             # starts a new turn: server tools asked for beside them are recorded as not run
             # (their results could not reach that request).
-            for call in current.calls:
-                if call.name in client_names:
-                    continue
-                yield ToolCallStarted(call=call, round=round_no, text_offset=text_offset,
-                                      server=tools.server_of(call.name),
-                                      definition_hash=tools.definition_hash_of(call.name))
+            for call in server_calls:
                 yield ToolCallFinished(
                     call_id=call.id, is_error=True, duration_ms=0,
                     result="Not run: the answer was handed back to the client for its tools.")
             yield Finished(reason="tool_calls")
             yield ClientToolCalls(calls=handed_back, round=round_no, text_offset=text_offset)
             return
-        for call in current.calls:
-            yield ToolCallStarted(
-                call=call, round=round_no, text_offset=text_offset,
-                server=tools.server_of(call.name),
-                definition_hash=tools.definition_hash_of(call.name),
-            )
         if last_round:
             # The model asked for tools on the round that offered none (the bound is reached):
             # record the calls as not run, and end the turn with what it has.

@@ -88,17 +88,23 @@ def _clean_text(text: Any) -> str:
     return text
 
 
-def _check_unicode(text: str, *, what: str) -> None:
-    # A JSON escape can make a NUL, which PostgreSQL cannot store, or a lone surrogate, which
-    # neither UTF-8 (the socket, the database) nor a person can use.
+def unstorable(text: str) -> str | None:
+    """What in `text` cannot be stored or sent, said for a person, or None. A JSON escape can
+    make a NUL, which PostgreSQL cannot store, or a lone surrogate, which neither UTF-8 (the
+    socket, the database) nor a person can use."""
     if "\x00" in text:
-        raise InvalidInput(f"{what} contains a NUL character, which cannot be stored.")
+        return "a NUL character, which cannot be stored"
     if not text.isascii():
         try:
             text.encode()
         except UnicodeEncodeError:
-            raise InvalidInput(f"{what} contains an invalid character (a lone surrogate).") \
-                from None
+            return "an invalid character (a lone surrogate)"
+    return None
+
+
+def _check_unicode(text: str, *, what: str) -> None:
+    if problem := unstorable(text):
+        raise InvalidInput(f"{what} contains {problem}.")
 
 
 def _clean_client_key(client_key: Any) -> str | None:

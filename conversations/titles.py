@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from agents.definitions import AgentSpec, live_targets
-from agents.events import ChatMessage, ChatRequest, ProviderError
+from agents.events import ChatMessage, ChatRequest, ProviderError, RequestOptions
 from agents.loop import complete_text
 from conversations.groups import announce_changed
 from conversations.hooks import TurnContext
@@ -57,7 +57,7 @@ async def generate_title(*, conversation_id: str, user_id: int, spec: AgentSpec,
         model=spec.targets[0][1],
         messages=(*history, ChatMessage(role="assistant", content=answer[:4000]),
                   ChatMessage(role="user", content=TITLE_PROMPT)),
-        max_tokens=30,
+        options=RequestOptions(max_tokens=30),
         stream=False,
     )
     try:

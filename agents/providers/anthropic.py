@@ -257,7 +257,7 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
     """
     body: dict[str, Any] = {
         "model": request.model,
-        "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+        "max_tokens": request.options.max_tokens or DEFAULT_MAX_TOKENS,
         "messages": build_messages(request),
         "stream": True,
     }
@@ -270,14 +270,15 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
             for tool in request.tools
         ]
         body["tools"][-1]["cache_control"] = dict(_EPHEMERAL)
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.stop:
-        body["stop_sequences"] = list(request.stop)
-    if request.tools and request.tool_choice is not None:
-        body["tool_choice"] = _tool_choice(request.tool_choice)
+    options = request.options
+    if options.temperature is not None:
+        body["temperature"] = options.temperature
+    if options.top_p is not None:
+        body["top_p"] = options.top_p
+    if options.stop:
+        body["stop_sequences"] = list(options.stop)
+    if request.tools and options.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(options.tool_choice)
     # No seed in the Messages API; response_format is refused before a turn starts
     # (conversations.api.requests), since Anthropic has no JSON mode to map it to.
     return body

@@ -280,14 +280,13 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
             }
             for tool in request.tools
         ]
-    if request.max_tokens is not None:
-        body["max_tokens"] = request.max_tokens
-    for name in ("temperature", "top_p", "seed", "response_format", "tool_choice"):
-        value = getattr(request, name)
+    options = request.options
+    for name in ("max_tokens", "temperature", "top_p", "seed", "response_format", "tool_choice"):
+        value = getattr(options, name)
         if value is not None:
             body[name] = value
-    if request.stop:
-        body["stop"] = list(request.stop)
+    if options.stop:
+        body["stop"] = list(options.stop)
     if "tool_choice" in body and not request.tools:
         # Servers refuse a tool_choice without tools (the last round offers none).
         del body["tool_choice"]

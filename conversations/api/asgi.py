@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -76,13 +77,15 @@ class ApiApp:
             await send(message)
 
         try:
-            _check_host(scope)
+            headers = _headers(scope)
+            _check_host(headers)
             body = await _read_body(receive)
             if body is None:
                 return  # the client left before sending its body
             if path == COMPLETIONS:
                 # The server's own send too: the direct chunk writer recognises Daphne's.
-                await _completions(scope, body, receive, watched_send, server_send=send)
+                await _completions(scope, headers, body, receive, watched_send,
+                                   server_send=send)
             elif path == MODELS or path.startswith(MODELS + "/"):
                 await _models(scope, send, model_id=path[len(MODELS) + 1:] or None)
             else:
@@ -90,14 +93,13 @@ class ApiApp:
                                     f"{MODELS}, GET {MODELS}/<id> and POST {COMPLETIONS}.",
                                code="unknown_url")
         except ApiError as exc:
-            await _send_json(send, exc.status, exc.body(), retry_after=exc.retry_after)
+            await _send_error(send, exc)
         except Exception:
             logger.exception("the API failed on %s", path)
             if started:
                 raise
-            error = ApiError(500, "The request failed because of an error on our server.",
-                             code="server_error")
-            await _send_json(send, error.status, error.body())
+            await _send_error(send, ApiError(
+                500, "The request failed because of an error on our server.", code="server_error"))
 
 
 # --- plumbing -------------------------------------------------------------------------------------
@@ -108,10 +110,10 @@ def _headers(scope: Scope) -> dict[str, str]:
             for name, value in scope.get("headers", ())}
 
 
-def _check_host(scope: Scope) -> None:
+def _check_host(headers: dict[str, str]) -> None:
     """As Django checks it for its pages (HttpRequest.get_host): no answer to a Host we are
     not."""
-    host = _headers(scope).get("host", "")
+    host = headers.get("host", "")
     domain, _port = split_domain_port(host)
     allowed = settings.ALLOWED_HOSTS
     if settings.DEBUG and not allowed:
@@ -138,9 +140,13 @@ async def _send_json(send: Send, status: int, body: dict, *,
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(data)).encode()), *_COMMON_HEADERS]
     if retry_after is not None:
-        headers.append((b"retry-after", str(max(1, int(retry_after + 0.999))).encode()))
+        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+async def _send_error(send: Send, error: ApiError) -> None:
+    await _send_json(send, error.status, error.body(), retry_after=error.retry_after)
 
 
 def _authenticate(scope: Scope):
@@ -195,12 +201,12 @@ def _start(scope: Scope, completion: CompletionRequest | None, invalid: ApiError
     return storing.do_start_api_turn(user=use.user, request=completion, key_id=use.key_id)
 
 
-async def _completions(scope: Scope, body: bytes, receive: Receive, send: Send, *,
-                       server_send: Send) -> None:
+async def _completions(scope: Scope, headers: dict[str, str], body: bytes, receive: Receive,
+                       send: Send, *, server_send: Send) -> None:
     if scope["method"] != "POST":
         raise ApiError(405, "Use POST.")
     completion, invalid = None, None
-    content_type = _headers(scope).get("content-type", "").split(";")[0].strip().lower()
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         completion = parse_body(body, content_type=content_type)
     except ApiError as exc:
@@ -216,9 +222,7 @@ async def _completions(scope: Scope, body: bytes, receive: Receive, send: Send, 
             if final is None:
                 return  # the client left
             if final.status == Message.Status.FAILED:
-                error = turn_failure(runner.failure, final.error)
-                return await _send_json(send, error.status, error.body(),
-                                        retry_after=error.retry_after)
+                return await _send_error(send, turn_failure(runner.failure, final.error))
             return await _send_json(send, 200, chunks.completion(
                 completion_id=sink.id, created=sink.created, model=completion.model,
                 message=final, reason=runner.finish_reason))
@@ -228,9 +232,7 @@ async def _completions(scope: Scope, body: bytes, receive: Receive, send: Send, 
         last = head[-1].event
         if isinstance(last, TurnFinished) and last.message.status == Message.Status.FAILED:
             # Failed before anything was written: a status the client's SDK raises on.
-            error = turn_failure(runner.failure, last.message.error)
-            return await _send_json(send, error.status, error.body(),
-                                    retry_after=error.retry_after)
+            return await _send_error(send, turn_failure(runner.failure, last.message.error))
         await sink.stream(head, send, server_send=server_send)
     finally:
         watcher.cancel()

@@ -6,11 +6,6 @@ AuthenticationError for 401, RateLimitError for 429, InternalServerError for 5xx
 
 from __future__ import annotations
 
-import json
-import math
-
-from django.http import HttpResponse
-
 from agents.events import ProviderError
 from agents.loop import RoundLimitReached
 from conversations.hooks import TurnRefused
@@ -34,13 +29,6 @@ class ApiError(Exception):
         return {"error": {"message": self.message,
                           "type": _TYPES.get(self.status, "server_error"),
                           "param": self.param, "code": self.code}}
-
-    def response(self) -> HttpResponse:
-        response = HttpResponse(json.dumps(self.body()), status=self.status,
-                                content_type="application/json")
-        if self.retry_after is not None:
-            response["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
-        return response
 
 
 # The model server's failures, as the chat page words them (ProviderError.message), with the

@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 
 from agents.events import ChatMessage, RequestOptions, ToolCall, ToolSpec
+from conversations.actions import unstorable
 from conversations.api.errors import ApiError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -278,12 +279,8 @@ def _content(value: Any, *, where: str, optional: bool) -> str:
     if len(value) > settings.MAX_MESSAGE_CHARS:
         raise _bad(f"{where} is too long ({len(value)} characters; at most "
                    f"{settings.MAX_MESSAGE_CHARS}).", "messages")
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise _bad(f"{where} contains an invalid character (a lone surrogate).",
-                       "messages") from None
+    if problem := unstorable(value):
+        raise _bad(f"{where} contains {problem}.", "messages")
     return value
 
 

@@ -21,8 +21,7 @@ from conversations.api.errors import ApiError
 from conversations.api.requests import CompletionRequest
 from conversations.models import Conversation, Message, ToolCall
 from conversations.runner import TurnPlan
-
-TITLE_CHARS = 80
+from conversations.titles import MAX_TITLE
 
 
 def do_start_api_turn(*, user, request: CompletionRequest,
@@ -71,7 +70,7 @@ def _check_fits(*, spec: AgentSpec, request: CompletionRequest) -> None:
 def _title(request: CompletionRequest) -> str:
     first = next((m.content for m in request.messages if m.role == "user"), "")
     title = " ".join(first.split())
-    return title if len(title) <= TITLE_CHARS else title[:TITLE_CHARS - 1] + "…"
+    return title if len(title) <= MAX_TITLE else title[:MAX_TITLE - 1] + "…"
 
 
 def _store_messages(*, conversation: Conversation, request: CompletionRequest) -> Message:

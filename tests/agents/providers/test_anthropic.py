@@ -15,6 +15,7 @@ from agents.events import (
     Finished,
     ProviderError,
     ReasoningDelta,
+    RequestOptions,
     TextDelta,
     ToolCall,
     ToolCallRequested,
@@ -108,7 +109,8 @@ async def test_tool_use_blocks_become_whole_tool_calls(provider):
 
 async def test_max_tokens_defaults_to_4096_and_a_cut_reports_length(provider, fake):
     await collect(provider.stream(ask({"tokens": 2})))
-    events = await collect(provider.stream(ask({"tokens": 10}, text="again", max_tokens=3)))
+    events = await collect(provider.stream(ask({"tokens": 10}, text="again",
+                                               options=RequestOptions(max_tokens=3))))
 
     first, second = fake.requests()
     assert first["body"]["max_tokens"] == 4096
@@ -333,18 +335,20 @@ def test_sampling_values_and_tool_choice_in_anthropics_form():
 
     tool = ToolSpec(name="get_weather", description="Weather", input_schema={"type": "object"})
     base = dict(model="claude-fake", messages=(ChatMessage(role="user", content="hi"),),
-                tools=(tool,), top_p=0.5, stop=("END",), seed=3)
+                tools=(tool,))
+    sampling = dict(top_p=0.5, stop=("END",), seed=3)
     for choice, expected in (("required", {"type": "any"}), ("none", {"type": "none"}),
                              ("auto", {"type": "auto"}),
                              ({"type": "function", "function": {"name": "get_weather"}},
                               {"type": "tool", "name": "get_weather"})):
-        body = build_body(ChatRequest(**base, tool_choice=choice))
+        body = build_body(ChatRequest(**base, options=RequestOptions(**sampling,
+                                                                     tool_choice=choice)))
         assert body["tool_choice"] == expected
         assert (body["top_p"], body["stop_sequences"]) == (0.5, ["END"])
         assert "seed" not in body  # the Messages API has none
     # Without tools (the loop's last round) there is nothing to choose from.
-    assert "tool_choice" not in build_body(ChatRequest(**{**base, "tools": ()},
-                                                       tool_choice="required"))
+    assert "tool_choice" not in build_body(ChatRequest(
+        **{**base, "tools": ()}, options=RequestOptions(**sampling, tool_choice="required")))
 
 
 # Reaches neither the tests' database nor the channel layer (tests/conftest.py).

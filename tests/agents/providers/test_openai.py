@@ -19,6 +19,7 @@ from agents.events import (
     Finished,
     ProviderError,
     ReasoningDelta,
+    RequestOptions,
     TextDelta,
     ToolCall,
     ToolCallRequested,
@@ -138,7 +139,8 @@ async def test_cached_tokens_are_reported(provider):
 
 
 async def test_max_tokens_cut_reports_length(provider):
-    events = await collect(provider.stream(ask({"tokens": 10}, max_tokens=3)))
+    events = await collect(provider.stream(ask({"tokens": 10},
+                                               options=RequestOptions(max_tokens=3))))
 
     assert text_of(events) == "tok0 tok1 tok2 "
     assert events[-1] == Finished(reason="length")
@@ -172,7 +174,7 @@ async def test_upstream_body_carries_system_history_tool_results_and_tools(fake,
                 input_schema={"type": "object", "properties": {"city": {"type": "string"}}},
             ),
         ),
-        temperature=0.2,
+        options=RequestOptions(temperature=0.2),
     )
     try:
         events = await collect(provider.stream(request))
@@ -519,15 +521,17 @@ def test_a_clients_sampling_values_go_into_the_body_as_they_came():
     tool = ToolSpec(name="get_weather", description="Weather", input_schema={"type": "object"})
     schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}
     request = ChatRequest(model="m", messages=(ChatMessage(role="user", content="hi"),),
-                          tools=(tool,), temperature=0.1, top_p=0.2, stop=("a", "b"), seed=9,
-                          response_format=schema, tool_choice="required", max_tokens=7)
+                          tools=(tool,), options=RequestOptions(
+                              temperature=0.1, top_p=0.2, stop=("a", "b"), seed=9,
+                              response_format=schema, tool_choice="required", max_tokens=7))
     body = build_body(request)
     assert {k: body[k] for k in ("temperature", "top_p", "stop", "seed", "response_format",
                                  "tool_choice", "max_tokens")} == {
         "temperature": 0.1, "top_p": 0.2, "stop": ["a", "b"], "seed": 9,
         "response_format": schema, "tool_choice": "required", "max_tokens": 7}
     # Unset values are left out; a tool_choice without tools would be refused upstream.
-    bare = build_body(ChatRequest(model="m", messages=request.messages, tool_choice="auto"))
+    bare = build_body(ChatRequest(model="m", messages=request.messages,
+                                  options=RequestOptions(tool_choice="auto")))
     assert not {"temperature", "top_p", "stop", "seed", "response_format",
                 "tool_choice"} & set(bare)
 
