@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 
 from agents import admin_tools  # noqa: F401  (registers the MCP tool admin)
 from agents.admin_tools import group_names
-from agents.models import Agent, AgentToolPolicy, ModelServer
+from agents.models import Agent, AgentToolPolicy, LanguageModel, ModelServer
 
 
 class ModelServerForm(forms.ModelForm):
@@ -45,10 +45,31 @@ def kept_key(stored: ModelServer, *, kind: str | None, base_url: str | None) -> 
     return ""
 
 
+class LanguageModelInline(admin.TabularInline):
+    model = LanguageModel
+    extra = 1
+    fields = ["name", "context_window", "max_output_tokens", "input_price", "output_price",
+              "cached_input_price"]
+    verbose_name_plural = "models (limits, and prices per million tokens)"
+
+
+@admin.register(LanguageModel)
+class LanguageModelAdmin(admin.ModelAdmin):
+    """Every model, the default server's too (they have no server row to sit under)."""
+
+    list_display = ["name", "server", "context_window", "max_output_tokens", "input_price",
+                    "output_price", "cached_input_price"]
+    list_filter = ["server"]
+    search_fields = ["name"]
+    fields = ["server", "name", "context_window", "max_output_tokens", "input_price",
+              "output_price", "cached_input_price"]
+
+
 @admin.register(ModelServer)
 class ModelServerAdmin(admin.ModelAdmin):
     form = ModelServerForm
     list_display = ["name", "kind", "base_url", "has_api_key", "max_concurrency"]
+    inlines = [LanguageModelInline]
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -97,7 +118,7 @@ class AgentAdmin(admin.ModelAdmin):
     inlines = [AgentToolPolicyInline]
     fieldsets = [
         (None, {"fields": ["name", "slug", "description", "system_prompt", "server", "model",
-                           "fallback_models", "is_default", "enabled"]}),
+                           "fallback_models", "temperature", "is_default", "enabled"]}),
         ("Who may use it", {"fields": ["allowed_groups"],
                             "description": "In the chat the limit applies to everyone, staff "
                                            "and superusers too: join a group to use the agent."}),

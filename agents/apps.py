@@ -11,12 +11,20 @@ class AgentsConfig(AppConfig):
         from django.contrib.auth.models import Group
 
         from agents import definitions, fields
-        from agents.models import Agent, AgentToolPolicy, McpServer, McpTool, ModelServer
+        from agents.models import (
+            Agent,
+            AgentToolPolicy,
+            LanguageModel,
+            McpServer,
+            McpTool,
+            ModelServer,
+        )
 
         # Resolved agents (with their tools) are cached per process: any change to the rows
         # behind them clears it.
         # A deleted group takes its limits with it (a cascade, which sends no m2m_changed).
-        for model in (Agent, ModelServer, McpServer, McpTool, AgentToolPolicy, Group):
+        for model in (Agent, ModelServer, LanguageModel, McpServer, McpTool, AgentToolPolicy,
+                      Group):
             for signal in (post_save, post_delete):
                 signal.connect(definitions.agent_rows_changed, sender=model,
                                dispatch_uid=f"agent-cache-{signal is post_save}-{model.__name__}")

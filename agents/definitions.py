@@ -15,8 +15,10 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 
+from agents.events import RequestOptions
 from agents.loop import Target
-from agents.models import Agent, ModelServer
+from agents.model_info import ModelInfo, model_label
+from agents.models import Agent, LanguageModel, ModelServer
 from agents.tool_catalog import OfferedTool, offered_tools
 from agents.providers import get_provider
 from agents.providers.base import ProviderConfig, Timeouts
@@ -35,6 +37,57 @@ class AgentSpec:
     # The agent's group limit (empty: everyone). Resolved specs are everyone's: a person's turn
     # runs agents.access.spec_for(spec), which applies this and the tools' limits.
     allowed_groups: frozenset[int] = frozenset()
+    # What is known of each target's model, in the order of `targets`.
+    models: tuple[ModelInfo, ...] = ()
+    temperature: float | None = None
+
+    def model_info(self, label: str) -> ModelInfo:
+        """The model that answered (a message's `model`), or the main one when the label is not
+        one of the agent's (no model answered yet)."""
+        for info in self.models:
+            if info.label == label:
+                return info
+        return self.models[0] if self.models else default_model_info(label)
+
+    def options(self, given: RequestOptions | None) -> RequestOptions:
+        """The request options of a turn: the caller's (the /v1 API's client), then the
+        agent's temperature, with the output bounded by the main model's maximum."""
+        given = given or RequestOptions()
+        most = self.model_info("").max_output_tokens
+        wanted = given.max_tokens
+        return replace(
+            given,
+            temperature=self.temperature if given.temperature is None else given.temperature,
+            max_tokens=min(wanted, most) if wanted and most else wanted or most,
+        )
+
+
+def default_model_info(label: str) -> ModelInfo:
+    return ModelInfo(label=label, context_window=settings.MODEL_CONTEXT_WINDOW)
+
+
+def model_infos(targets: tuple[tuple[ProviderConfig, str], ...]) -> tuple[ModelInfo, ...]:
+    """One query for every target's model row; a model without one gets the defaults."""
+    wanted = Q(pk__in=[])
+    for config, model in targets:
+        wanted |= (Q(server__isnull=True, name=model) if config.name == "default"
+                   else Q(server__name=config.name, name=model))
+    rows = {model_label(row.server.name if row.server_id else "default", row.name): row
+            for row in LanguageModel.objects.select_related("server").filter(wanted)}
+    infos = []
+    for config, model in targets:
+        label = model_label(config.name, model)
+        row = rows.get(label)
+        if row is None:
+            infos.append(default_model_info(label))
+            continue
+        infos.append(ModelInfo(
+            label=label,
+            context_window=row.context_window or settings.MODEL_CONTEXT_WINDOW,
+            max_output_tokens=row.max_output_tokens,
+            input_price=row.input_price, output_price=row.output_price,
+            cached_input_price=row.cached_input_price))
+    return tuple(infos)
 
 
 def live_targets(spec: AgentSpec) -> list[Target]:
@@ -129,7 +182,8 @@ def agent_rows_changed(*, using: str = "default", **_: Any) -> None:
 
 def settings_changed(*, setting: str, **_: Any) -> None:
     """setting_changed receiver: the environment's default agent is built from settings."""
-    if setting.startswith(("LLM_", "TOOL_")) or setting == "SYSTEM_PROMPT":
+    if setting.startswith(("LLM_", "TOOL_")) or setting in (
+            "SYSTEM_PROMPT", "MODEL_CONTEXT_WINDOW", "MAX_OUTPUT_TOKENS"):
         clear_agent_cache()
 
 
@@ -160,22 +214,27 @@ def _load_agent(agent_id: int | None) -> AgentSpec:
         (a for a in candidates if a.is_default), None)
     if agent is None:
         config = default_server_config()
+        targets = ((config, settings.LLM_MODEL),) + tuple(
+            (config, model) for model in settings.LLM_FALLBACK_MODELS)
         return AgentSpec(
             agent_id=None,
             name="Assistant",
             system_prompt=settings.SYSTEM_PROMPT,
-            targets=((config, settings.LLM_MODEL),)
-            + tuple((config, model) for model in settings.LLM_FALLBACK_MODELS),
+            targets=targets,
             tools=offered_tools(None),
             max_rounds=settings.TOOL_MAX_ROUNDS,
+            models=model_infos(targets),
         )
+    targets = ((server_config(agent.server), agent.model), *_fallback_targets(agent))
     return AgentSpec(
         agent_id=agent.pk,
         name=agent.name,
         system_prompt=agent.system_prompt or settings.SYSTEM_PROMPT,
-        targets=((server_config(agent.server), agent.model), *_fallback_targets(agent)),
+        targets=targets,
         tools=offered_tools(agent),
         max_rounds=agent.max_tool_rounds or settings.TOOL_MAX_ROUNDS,
         allowed_groups=frozenset(agent.allowed_groups.values_list("pk", flat=True))
         if agent.limited else frozenset(),
+        models=model_infos(targets),
+        temperature=agent.temperature,
     )

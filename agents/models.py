@@ -5,11 +5,13 @@ Until an admin adds rows here, the default provider and agent come from the envi
 
 from __future__ import annotations
 
+from decimal import Decimal
 from urllib.parse import urlparse
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from agents.fields import EncryptedTextField
@@ -46,6 +48,49 @@ class ModelServer(models.Model):
         return self.name
 
 
+def _price_field(label: str) -> models.DecimalField:
+    return models.DecimalField(
+        f"{label} price", max_digits=12, decimal_places=4, default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Per million tokens, in COST_CURRENCY. Zero for our own hardware, or an "
+                  "internal cost.")
+
+
+class LanguageModel(models.Model):
+    """What we know of one model on one server: its limits and its prices. A model an agent
+    names without a row here gets MODEL_CONTEXT_WINDOW, MAX_OUTPUT_TOKENS and no cost."""
+
+    # Null: the environment's default server (LLM_BASE_URL).
+    server = models.ForeignKey(ModelServer, null=True, blank=True, on_delete=models.CASCADE,
+                               related_name="models",
+                               help_text="Empty: the default server of the environment.")
+    name = models.CharField(max_length=200, help_text="The model name the server expects.")
+    context_window = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(256)],
+        help_text="Tokens of input and output together. Empty: MODEL_CONTEXT_WINDOW.")
+    max_output_tokens = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="The most tokens one answer may have. Empty: MAX_OUTPUT_TOKENS.")
+    input_price = _price_field("input")
+    output_price = _price_field("output")
+    cached_input_price = _price_field("cached input")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "model"
+        constraints = [
+            models.UniqueConstraint(fields=["server", "name"],
+                                    condition=models.Q(server__isnull=False),
+                                    name="languagemodel_once_per_server"),
+            models.UniqueConstraint(fields=["name"], condition=models.Q(server__isnull=True),
+                                    name="languagemodel_once_on_default"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server.name}:{self.name}" if self.server_id else self.name
+
+
 class Agent(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=64, unique=True)
@@ -57,6 +102,10 @@ class Agent(models.Model):
     # Tried in order when the main model fails before its first token: ["server-name:model", ...]
     # or plain model names on the same server.
     fallback_models = models.JSONField(default=list, blank=True)
+    # Null: the model's own default. A client of the /v1 API may set its own.
+    temperature = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)],
+        help_text="0 to 2. Empty: the model's default.")
     is_default = models.BooleanField(default=False)
     enabled = models.BooleanField(default=True)
     # Empty: everyone may use it (agents.access says who may, and that the limit applies to

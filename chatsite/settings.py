@@ -315,6 +315,10 @@ MAX_MESSAGE_CHARS = env.integer("MAX_MESSAGE_CHARS", 100_000, minimum=100)
 API_MAX_MESSAGES = env.integer("API_MAX_MESSAGES", 1000, minimum=1)
 API_MAX_INPUT_CHARS = env.integer("API_MAX_INPUT_CHARS", 2_000_000, minimum=1000)
 MAX_OUTPUT_TOKENS = env.integer("MAX_OUTPUT_TOKENS", 32_768, minimum=1)
+# A model's context window in tokens when the admin's model settings give none (agents.models
+# LanguageModel), and the currency its prices and every cost are in (a label only).
+MODEL_CONTEXT_WINDOW = env.integer("MODEL_CONTEXT_WINDOW", 32_768, minimum=256)
+COST_CURRENCY = env.text("COST_CURRENCY", "USD")
 # A message of MAX_MESSAGE_CHARS characters must fit in a frame (4 bytes each at most, beyond
 # ASCII), or the longest allowed messages could not be sent at all.
 if WS_MAX_FRAME_BYTES < 4 * MAX_MESSAGE_CHARS + 1024:

@@ -310,6 +310,7 @@ def do_finish_message(
         first_token_at=first_token_at, finished_at=now, updated_at=now,
         input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         reasoning_tokens=usage.reasoning_tokens, cached_tokens=usage.cached_tokens,
+        cost=usage.cost,
     )
 
 

@@ -47,7 +47,7 @@ def _message(message: Message) -> dict[str, Any]:
         "reasoning": message.reasoning, "error": message.error,
         "usage": {"input_tokens": message.input_tokens, "output_tokens": message.output_tokens,
                   "reasoning_tokens": message.reasoning_tokens,
-                  "cached_tokens": message.cached_tokens},
+                  "cached_tokens": message.cached_tokens, "cost": str(message.cost)},
         "created_at": _time(message.created_at), "first_token_at": _time(message.first_token_at),
         "finished_at": _time(message.finished_at),
         "tool_calls": [{

@@ -99,6 +99,13 @@ class Message(models.Model):
     output_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
+    # At the prices of the answering model when the turn started (agents.model_info), in
+    # COST_CURRENCY.
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    # While the turn runs: what budgets hold back for it (its rounds so far and the dearest
+    # next one; conversations.budgets). Meaningless once it has finished.
+    reserved_tokens = models.PositiveIntegerField(default=0)
+    reserved_cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
     # Timings: created (queued), first token, finished.
     created_at = models.DateTimeField(auto_now_add=True)
     first_token_at = models.DateTimeField(null=True, blank=True)
@@ -234,3 +241,49 @@ class AdminRead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reader} read {self.what} of {self.owner}"
+
+
+class Budget(models.Model):
+    """A limit on one person's or one group's use: tokens, cost or turns, per minute, day or
+    month (conversations.budgets checks it before each model round). A group's budget is the
+    whole group's: its members' use is added up."""
+
+    class Metric(models.TextChoices):
+        TOKENS = "tokens", "Tokens (input and output)"
+        COST = "cost", "Cost (in COST_CURRENCY)"
+        TURNS = "turns", "Turns (answers started)"
+
+    class Period(models.TextChoices):
+        MINUTE = "minute", "Minute (the last 60 seconds)"
+        DAY = "day", "Day (from midnight, TIME_ZONE)"
+        MONTH = "month", "Month (from the 1st, TIME_ZONE)"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                             on_delete=models.CASCADE, related_name="budgets")
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="budgets")
+    metric = models.CharField(max_length=8, choices=Metric.choices)
+    period = models.CharField(max_length=8, choices=Period.choices)
+    limit = models.DecimalField(max_digits=14, decimal_places=4,
+                                help_text="Tokens, an amount of money or a number of turns.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, group__isnull=True)
+                | Q(user__isnull=True, group__isnull=False),
+                name="budget_user_or_group"),
+            models.UniqueConstraint(fields=["user", "metric", "period"],
+                                    condition=Q(user__isnull=False), name="budget_once_per_user"),
+            models.UniqueConstraint(fields=["group", "metric", "period"],
+                                    condition=Q(group__isnull=False),
+                                    name="budget_once_per_group"),
+            models.CheckConstraint(condition=Q(limit__gte=0), name="budget_limit_positive"),
+        ]
+
+    def __str__(self) -> str:
+        who = f"user {self.user}" if self.user_id else f"group {self.group}"
+        return f"{who}: {self.limit:g} {self.metric} per {self.period}"

@@ -8,8 +8,9 @@ live snapshot and (later) the API cannot drift apart. No other module builds the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Literal, TypedDict
 
 from conversations.models import Conversation, Message, ToolCall
@@ -22,6 +23,8 @@ class UsagePayload(TypedDict):
     output_tokens: int
     reasoning_tokens: int
     cached_tokens: int
+    # A decimal number as text (COST_CURRENCY): floats would round a sum of small costs.
+    cost: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,17 +33,21 @@ class UsageView:
     output_tokens: int = 0
     reasoning_tokens: int = 0
     cached_tokens: int = 0
+    # Set when the turn ends (conversations.runner), from the answering model's prices.
+    cost: Decimal = Decimal(0)
 
     def plus(self, *, input_tokens: int, output_tokens: int, reasoning_tokens: int,
              cached_tokens: int) -> UsageView:
-        return UsageView(self.input_tokens + input_tokens, self.output_tokens + output_tokens,
-                         self.reasoning_tokens + reasoning_tokens,
-                         self.cached_tokens + cached_tokens)
+        return replace(self, input_tokens=self.input_tokens + input_tokens,
+                       output_tokens=self.output_tokens + output_tokens,
+                       reasoning_tokens=self.reasoning_tokens + reasoning_tokens,
+                       cached_tokens=self.cached_tokens + cached_tokens)
 
 
 def usage_payload(usage: UsageView) -> UsagePayload:
     return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-            "reasoning_tokens": usage.reasoning_tokens, "cached_tokens": usage.cached_tokens}
+            "reasoning_tokens": usage.reasoning_tokens, "cached_tokens": usage.cached_tokens,
+            "cost": str(usage.cost.normalize()) if usage.cost else "0"}
 
 
 # --- Tool calls --------------------------------------------------------------------------------
@@ -157,7 +164,7 @@ def message_from_row(message: Message, *, tool_calls: list[ToolCall] | None = No
         model=message.model, error=message.error, client_key=message.client_key,
         created_at=message.created_at, finished_at=message.finished_at,
         usage=UsageView(message.input_tokens, message.output_tokens, message.reasoning_tokens,
-                        message.cached_tokens),
+                        message.cached_tokens, message.cost),
         tool_calls=tuple(tool_call_from_row(c) for c in calls), seq=message.last_seq,
     )
 

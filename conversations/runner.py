@@ -221,7 +221,7 @@ class TurnRunner:
                                     before_tool_call=self._before_tool_call,
                                     max_rounds=spec.max_rounds,
                                     client_tools=self.plan.client_tools,
-                                    options=self.plan.options):
+                                    options=spec.options(self.plan.options)):
             await handlers[event.type](event)
         await self._coalescer.flush()
 
@@ -413,6 +413,10 @@ class TurnRunner:
             self.tool_calls[call.id] = replace(call, status="cancelled", is_error=True,
                                                result=actions.CANCELLED_TOOL)
         self.finished_at = timezone.now()
+        usage = self.usage
+        self.usage = replace(usage, cost=self.plan.spec.model_info(self.model).cost(
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens))
         try:
             await database_sync_to_async(actions.do_finish_message)(
                 message_id=self.plan.message_id, content="".join(self.text),

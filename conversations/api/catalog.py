@@ -57,13 +57,13 @@ def models_for(*, user) -> list[ApiModel]:
             agents.append(ApiModel(id=DEFAULT_ID, owned_by="agent", created=0, spec=spec))
     models: dict[str, ApiModel] = {}
     for agent in agents:
-        for config, model in agent.spec.targets:
+        for (config, model), info in zip(agent.spec.targets, agent.spec.models, strict=True):
             model_id = f"{config.name}/{model}"
             if model_id not in models:
                 models[model_id] = ApiModel(
                     id=model_id, owned_by=config.name, created=agent.created,
                     spec=AgentSpec(agent_id=None, name=model_id, system_prompt="",
-                                   targets=((config, model),),
+                                   targets=((config, model),), models=(info,),
                                    max_rounds=settings.TOOL_MAX_ROUNDS))
     return [*agents, *models.values()]
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from agents import definitions
 from agents.definitions import AGENT_CACHE_SECONDS, resolve_agent
-from agents.models import Agent, ModelServer
+from agents.events import RequestOptions
+from agents.models import Agent, LanguageModel, ModelServer
 
 pytestmark = pytest.mark.django_db
 
@@ -38,7 +41,8 @@ def test_a_conversations_own_agent_wins_over_the_default_unless_disabled():
 
 def test_a_resolved_agent_is_reused_without_a_query(django_assert_num_queries):
     Agent.objects.create(name="Default", slug="default", model="m", is_default=True)
-    with django_assert_num_queries(2):  # the agent, and the tools it offers
+    # The agent, its models' settings, and the tools it offers.
+    with django_assert_num_queries(3):
         first = resolve_agent(None)
     with django_assert_num_queries(0):
         assert resolve_agent(None) is first
@@ -93,7 +97,7 @@ def test_a_spec_read_while_the_rows_change_is_not_kept(monkeypatch, django_asser
     monkeypatch.setattr(definitions, "_load_agent", load_then_change)
     resolve_agent(None)
     monkeypatch.setattr(definitions, "_load_agent", load)
-    with django_assert_num_queries(2):  # read again: the agent, and its tools
+    with django_assert_num_queries(3):  # read again: the agent, its models, its tools
         resolve_agent(None)
 
 
@@ -112,3 +116,45 @@ def test_the_http_transport_setting_reaches_every_model_servers_config(settings)
                          server=server, fallback_models=["other-model"])
     spec = resolve_agent(None)
     assert [config.transport for config, _ in spec.targets] == ["stock", "stock"]
+
+
+def test_each_target_gets_its_models_limits_and_prices(settings):
+    settings.MODEL_CONTEXT_WINDOW = 8192
+    server = ModelServer.objects.create(name="vllm", base_url="http://vllm:8000/v1")
+    LanguageModel.objects.create(server=server, name="big", context_window=131072,
+                                 max_output_tokens=4096, input_price=Decimal("0.15"),
+                                 output_price=Decimal("0.60"), cached_input_price=Decimal("0.075"))
+    # The same name on the default server is another model, with its own row.
+    LanguageModel.objects.create(server=None, name="big", context_window=2048)
+    Agent.objects.create(name="A", slug="a", model="big", server=server, is_default=True,
+                         fallback_models=["small"])
+    spec = resolve_agent(None)
+    main, fallback = spec.models
+    assert (main.label, main.context_window, main.max_output_tokens) == ("vllm:big", 131072, 4096)
+    # A model without a row: the defaults, and no cost.
+    assert (fallback.label, fallback.context_window, fallback.priced) == (
+        "vllm:small", 8192, False)
+    assert spec.model_info("vllm:small") is fallback
+    # A million input tokens of which half were cached, and 100,000 output tokens.
+    assert main.cost(input_tokens=1_000_000, output_tokens=100_000,
+                     cached_tokens=500_000) == Decimal("0.075") + Decimal("0.0375") + Decimal(
+                         "0.06")
+
+
+def test_the_agents_temperature_and_the_models_output_bound_go_into_each_request():
+    server = ModelServer.objects.create(name="vllm", base_url="http://vllm:8000/v1")
+    LanguageModel.objects.create(server=server, name="m", max_output_tokens=1000)
+    Agent.objects.create(name="A", slug="a", model="m", server=server, is_default=True,
+                         temperature=0.2)
+    spec = resolve_agent(None)
+    assert spec.options(None) == RequestOptions(temperature=0.2, max_tokens=1000)
+    # An API client's own values win, within the model's bound.
+    assert spec.options(RequestOptions(temperature=1.0, max_tokens=5000)) == RequestOptions(
+        temperature=1.0, max_tokens=1000)
+    assert spec.options(RequestOptions(max_tokens=10)).max_tokens == 10
+
+
+def test_without_a_model_row_no_output_bound_is_sent():
+    """A server's own bound applies (vLLM refuses a max_tokens beyond what the prompt leaves)."""
+    Agent.objects.create(name="A", slug="a", model="m", is_default=True)
+    assert resolve_agent(None).options(None) == RequestOptions()

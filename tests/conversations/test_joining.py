@@ -162,5 +162,5 @@ def port_state_message(message_id: int) -> dict:
             "model": "", "content": "", "reasoning": "", "reasoning_ms": None, "error": "",
             "client_key": None, "created_at": None, "finished_at": None,
             "usage": {"input_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0,
-                      "cached_tokens": 0},
+                      "cached_tokens": 0, "cost": "0"},
             "tool_calls": [], "seq": 0}
