@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from agents.events import (
@@ -31,6 +31,9 @@ from agents.providers.base import Provider
 from agents.resilience import stream_with_retries
 from agents.tool_arguments import check_arguments
 from agents.tools import BeforeToolCall, NoTools, ToolBox, ToolResult
+
+# Called before each model round after the first, with its number.
+BeforeRound = Callable[[int], Awaitable[None]]
 
 # Bounds a model that keeps asking for tools: on the last round it is offered none, and must
 # answer in text (agents set their own bound; TOOL_MAX_ROUNDS is the default).
@@ -73,6 +76,7 @@ async def run_turn(
     max_rounds: int = DEFAULT_MAX_ROUNDS,
     client_tools: Sequence[ToolSpec] = (),
     options: RequestOptions | None = None,
+    before_round: BeforeRound | None = None,
 ) -> AsyncIterator[LoopEvent]:
     """Yield provider events (text, reasoning, usage), resilience events (waiting, retrying,
     model selected) and tool-call events, until the model answers without tools; then the last
@@ -82,7 +86,10 @@ async def run_turn(
     that calls one ends the turn with ClientToolCalls (after a Finished with reason
     "tool_calls"). Usage is summed over rounds and yielded once per round as it arrives. Raises
     ProviderError when the model fails, and RoundLimitReached when it asks for tools on its
-    last round; whatever was yielded before stays valid (the caller keeps it)."""
+    last round; whatever was yielded before stays valid (the caller keeps it).
+
+    `before_round(number)` is awaited before each round after the first (after tools ran);
+    whatever it raises ends the turn there (a spent budget)."""
     tools = tools or NoTools()
     options = options or RequestOptions()
     later_options = replace(options, tool_choice=None)
@@ -95,6 +102,8 @@ async def run_turn(
         # On the last round the server's tools are withheld, so the model has to answer in
         # text (or call the client's tools, which end the turn anyway).
         last_round = round_no == max_rounds - 1
+        if round_no and before_round is not None:
+            await before_round(round_no)
         specs = (*(() if last_round else tools.specs()), *client_tools)
         request = ChatRequest(
             model=targets[0].model, messages=tuple(messages), system=system, tools=specs,

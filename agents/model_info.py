@@ -6,8 +6,15 @@ price, never on top of it. Reasoning tokens are part of the output tokens."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agents.events import ChatMessage
+    from agents.tool_catalog import OfferedTool
 
 MILLION = Decimal(1_000_000)
 # Costs are stored with six decimals: a millionth of the currency.
@@ -46,3 +53,33 @@ class ModelInfo:
         total = (input_tokens * max(self.input_price, self.cached_input_price)
                  + output_tokens * self.output_price) / MILLION
         return total.quantize(COST_PLACES)
+
+
+def estimated_tokens(chars: int) -> int:
+    """Tokens in `chars` characters of text, estimated high: about four characters a token in
+    English, fewer in code and most other scripts; three errs on the side of more tokens."""
+    return chars // 3 + 1
+
+
+# What a chat template adds around each message (role markers, separators), estimated high.
+MESSAGE_OVERHEAD_TOKENS = 8
+
+
+def history_chars(system: str, history: Iterable[ChatMessage]) -> tuple[int, int]:
+    """The characters of a request's system prompt and messages, and how many messages."""
+    chars = count = 0
+    for message in history:
+        count += 1
+        chars += len(message.content) + len(message.reasoning) + sum(
+            len(c.arguments_raw) + len(c.name) for c in message.tool_calls)
+    return chars + len(system), count + 1
+
+
+def request_tokens(*, system: str, history: Iterable[ChatMessage],
+                   tools: Iterable[OfferedTool] = ()) -> int:
+    """A first request's input tokens, estimated high (budgets hold them back): its messages,
+    and the tools offered with it (their schemas are often the larger part)."""
+    chars, count = history_chars(system, history)
+    chars += sum(len(t.exposed_name) + len(t.description) + len(json.dumps(t.input_schema))
+                 for t in tools)
+    return estimated_tokens(chars) + count * MESSAGE_OVERHEAD_TOKENS

@@ -319,6 +319,9 @@ MAX_OUTPUT_TOKENS = env.integer("MAX_OUTPUT_TOKENS", 32_768, minimum=1)
 # LanguageModel), and the currency its prices and every cost are in (a label only).
 MODEL_CONTEXT_WINDOW = env.integer("MODEL_CONTEXT_WINDOW", 32_768, minimum=256)
 COST_CURRENCY = env.text("COST_CURRENCY", "USD")
+# What a budget holds back for a model round's output when the model has no max_output_tokens
+# of its own (conversations.budgets).
+BUDGET_OUTPUT_TOKENS = env.integer("BUDGET_OUTPUT_TOKENS", 4096, minimum=1)
 # A message of MAX_MESSAGE_CHARS characters must fit in a frame (4 bytes each at most, beyond
 # ASCII), or the longest allowed messages could not be sent at all.
 if WS_MAX_FRAME_BYTES < 4 * MAX_MESSAGE_CHARS + 1024:

@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from conversations.audit_reads import do_record_admin_read
 from conversations.export import jsonl_lines
-from conversations.models import AdminRead, Conversation, Message, ToolCall
+from conversations import budgets
+from conversations.models import AdminRead, Budget, Conversation, Message, ToolCall
 
 
 class AuditAdminMixin:
@@ -188,3 +189,20 @@ class AdminReadAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    """Budgets and rate limits (conversations.budgets): a rate limit is a budget of turns per
+    minute."""
+
+    list_display = ["__str__", "user", "group", "metric", "period", "limit", "used_now",
+                    "enabled"]
+    list_filter = ["metric", "period", "enabled"]
+    search_fields = ["user__username", "group__name"]
+    autocomplete_fields = ["user", "group"]
+    fields = ["user", "group", "metric", "period", "limit", "enabled"]
+
+    @admin.display(description="Used this period")
+    def used_now(self, obj: Budget) -> str:
+        return str(budgets.used_in_period(obj, now=timezone.now()))

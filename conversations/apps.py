@@ -6,7 +6,7 @@ class ConversationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from conversations import account_changes, hooks
+        from conversations import account_changes, budgets, hooks
         from conversations.titles import title_after_first_exchange
         from conversations.tool_approval import apply_tool_policy
 
@@ -17,3 +17,7 @@ class ConversationsConfig(AppConfig):
             hooks.register("turn_finished", title_after_first_exchange)
         if apply_tool_policy not in hooks.registered("before_tool_call"):
             hooks.register("before_tool_call", apply_tool_policy)
+        if budgets.check_before_model not in hooks.registered("before_model"):
+            hooks.register("before_model", budgets.check_before_model)
+        if budgets.check_before_round not in hooks.registered("before_round"):
+            hooks.register("before_round", budgets.check_before_round)

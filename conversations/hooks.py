@@ -2,6 +2,9 @@
 
     before_model(ctx)                 once, before the model is first called (budgets, rate
                                       limits): raise TurnRefused to refuse the turn
+    before_round(ctx, round)          before each further model round of a tool loop, with a
+                                      RoundInfo (the turn's usage so far): raise TurnRefused
+                                      to end the turn there (what it wrote is kept)
     before_tool_call(ctx, call)       before each tool call (policy, approval): return None to
                                       let it run or a ToolResult to answer in its place; may
                                       `await ctx.wait_for_decision(...)`, which pauses the call
@@ -28,20 +31,37 @@ if TYPE_CHECKING:
     from agents.definitions import AgentSpec
     from agents.events import ChatMessage, ToolCall
     from agents.tools import ToolResult
-    from conversations.payloads import MessageView, ToolCallView
+    from conversations.payloads import MessageView, ToolCallView, UsageView
 
 logger = logging.getLogger(__name__)
 
-HookPoint = Literal["before_model", "before_tool_call", "after_tool_call", "turn_finished"]
+HookPoint = Literal["before_model", "before_round", "before_tool_call", "after_tool_call",
+                    "turn_finished"]
 Decision = Literal["approve", "deny"]
 
 
 class TurnRefused(Exception):
-    """Raised by a before_model hook: the turn ends as failed, `message` shown to the user."""
+    """Raised by a before_model or before_round hook: the turn ends as failed, `message` shown
+    to the user. `retry_after` (seconds), when the refusal has an end: a budget's period, a
+    rate limit's window (the /v1 API answers 429 with it, rather than 403)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class RoundInfo:
+    """Where a tool loop stands before its next model round."""
+
+    # The round about to start (1 for the first after tools ran).
+    number: int
+    # The turn's usage over the rounds before it.
+    usage: UsageView
+    # The next request's input, estimated from the last round's reported input plus what
+    # was added since (its output, the tool results).
+    next_input_tokens: int
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -65,12 +85,13 @@ class TurnContext:
 
 
 BeforeModel = Callable[["TurnContext"], Awaitable[None]]
+BeforeRound = Callable[["TurnContext", RoundInfo], Awaitable[None]]
 BeforeToolCall = Callable[["TurnContext", "ToolCall"], Awaitable["ToolResult | None"]]
 AfterToolCall = Callable[["TurnContext", "ToolCallView"], Awaitable[None]]
 TurnFinishedHook = Callable[["TurnContext", "MessageView"], Awaitable[None]]
 
 _registry: dict[HookPoint, list[Callable[..., Awaitable[Any]]]] = {
-    "before_model": [], "before_tool_call": [], "after_tool_call": [], "turn_finished": [],
+    "before_model": [], "before_round": [], "before_tool_call": [], "after_tool_call": [], "turn_finished": [],
 }
 
 

@@ -41,6 +41,7 @@ from agents.events import (
     Waiting,
 )
 from agents.loop import RoundLimitReached, run_turn
+from agents.model_info import estimated_tokens, request_tokens
 from agents.toolbox import McpToolBox
 from agents.tools import ToolBox, ToolResult
 from conversations import actions, hooks, tool_records
@@ -120,6 +121,7 @@ class TurnRunner:
             _wait=self._wait_for_decision, source=plan.source)
         self._reasoning_started: float | None = None
         self._new_round = False
+        self._last_usage: Usage | None = None
         self._decisions: dict[str, asyncio.Future[hooks.Decision]] = {}
         self._stream_task: asyncio.Task | None = None
         # Publishes in progress (the stream's and a coalescing timer's may overlap).
@@ -221,7 +223,8 @@ class TurnRunner:
                                     before_tool_call=self._before_tool_call,
                                     max_rounds=spec.max_rounds,
                                     client_tools=self.plan.client_tools,
-                                    options=spec.options(self.plan.options)):
+                                    options=spec.options(self.plan.options),
+                                    before_round=self._before_round):
             await handlers[event.type](event)
         await self._coalescer.flush()
 
@@ -279,6 +282,7 @@ class TurnRunner:
         await hooks.run_observers("after_tool_call", self.context, view)
 
     async def _on_usage(self, event: Usage) -> None:
+        self._last_usage = event
         self.usage = self.usage.plus(
             input_tokens=event.input_tokens, output_tokens=event.output_tokens,
             reasoning_tokens=event.reasoning_tokens, cached_tokens=event.cached_tokens)
@@ -326,7 +330,26 @@ class TurnRunner:
         if self._reasoning_started is not None and self.reasoning_ms is None:
             self.reasoning_ms = int((time.monotonic() - self._reasoning_started) * 1000)
 
-    # --- tool-call hooks ----------------------------------------------------------------------
+    # --- hooks between rounds and around tool calls -------------------------------------------
+
+    async def _before_round(self, number: int) -> None:
+        points = hooks.registered("before_round")
+        if not points:
+            return
+        # The last request's input, what the model wrote, and the tool results it gets back
+        # (about three characters a token; a server that reported no usage: from the history).
+        last = self._last_usage
+        added = sum(len(c.result) for c in self.tool_calls.values() if c.round == number - 1)
+        if last is not None and last.input_tokens:
+            estimate = last.input_tokens + last.output_tokens + estimated_tokens(added)
+        else:
+            estimate = request_tokens(system=self.plan.spec.system_prompt,
+                                      history=self.plan.history, tools=self.plan.spec.tools
+                                      ) + estimated_tokens(sum(map(len, self.text)) + added)
+        info = hooks.RoundInfo(number=number, usage=self._priced_usage(),
+                               next_input_tokens=estimate)
+        for hook in points:
+            await hook(self.context, info)
 
     async def _before_tool_call(self, call: ToolCall) -> ToolResult | None:
         for hook in hooks.registered("before_tool_call"):
@@ -389,6 +412,13 @@ class TurnRunner:
 
     # --- persistence --------------------------------------------------------------------------
 
+    def _priced_usage(self) -> UsageView:
+        """The usage so far, with its cost at the answering model's prices."""
+        usage = self.usage
+        return replace(usage, cost=self.plan.spec.model_info(self.model).cost(
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens))
+
     async def _flush_periodically(self) -> None:
         """Write the answer so far at 1, 3, 7, 15… seconds (each wait twice the last, up to
         TURN_FLUSH_MAX_INTERVAL): a typical answer costs two or three writes whatever its
@@ -413,10 +443,7 @@ class TurnRunner:
             self.tool_calls[call.id] = replace(call, status="cancelled", is_error=True,
                                                result=actions.CANCELLED_TOOL)
         self.finished_at = timezone.now()
-        usage = self.usage
-        self.usage = replace(usage, cost=self.plan.spec.model_info(self.model).cost(
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            cached_tokens=usage.cached_tokens))
+        self.usage = self._priced_usage()
         try:
             await database_sync_to_async(actions.do_finish_message)(
                 message_id=self.plan.message_id, content="".join(self.text),

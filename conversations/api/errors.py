@@ -53,6 +53,10 @@ def turn_failure(failure: Exception | None, message: str) -> ApiError:
         return ApiError(status, message, code=f"upstream_{failure.kind}",
                         retry_after=retry_after)
     if isinstance(failure, TurnRefused):
+        # A limit with an end (a budget's period, a rate limit) is one to wait for.
+        if failure.retry_after is not None:
+            return ApiError(429, message, code="budget_exceeded",
+                            retry_after=failure.retry_after)
         return ApiError(403, message, code="turn_refused")
     if isinstance(failure, RoundLimitReached):
         return ApiError(500, message, code="round_limit")

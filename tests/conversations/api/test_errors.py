@@ -15,7 +15,7 @@ from django.utils import timezone
 from accounts.api_keys import do_create_api_key, do_revoke_api_key
 from accounts.models import ApiKey
 from conversations import hooks
-from conversations.models import Conversation, Message
+from conversations.models import Budget, Conversation, Message
 
 
 def fake(**directive) -> str:
@@ -161,6 +161,16 @@ def test_a_refusing_hook_is_403(client):
     finally:
         unregister()
     assert Message.objects.get(role="assistant").status == Message.Status.FAILED
+
+
+def test_a_rate_limit_is_429_with_the_seconds_to_wait(client, api_user, fake_llm):
+    Budget.objects.create(user=api_user, metric="turns", period="minute", limit=1)
+    assert ask(client).choices[0].finish_reason == "stop"
+    with pytest.raises(openai.RateLimitError, match="limit of 1 turn per minute") as caught:
+        ask(client)
+    assert 50 <= int(caught.value.response.headers["Retry-After"]) <= 60
+    assert caught.value.code == "budget_exceeded"
+    assert fake_llm.stats().requests == 1
 
 
 @pytest.mark.parametrize("stream", [False, True])
