@@ -51,9 +51,10 @@ _TRANSPORTS: dict[str, Transport] = {
     "streamablehttp": "http",  # streamable-http, streamableHttp, streamable_http
     "sse": "sse",
 }
-# Keys read; anything else in a server's object is reported as ignored.
-_KNOWN_KEYS = frozenset({"type", "transport", "transportType", "command", "args", "env", "cwd",
-                         "url", "headers", "disabled"})
+# Keys read; anything else in a server's object is reported as ignored (agents.config_schema
+# refuses it, beside its own keys).
+DEFINITION_KEYS = frozenset({"type", "transport", "transportType", "command", "args", "env",
+                             "cwd", "url", "headers", "disabled"})
 # VS Code's and Cursor's predefined variables: meaningful in an editor, not on our server.
 _EDITOR_VARIABLES = frozenset({
     "workspaceFolder", "workspaceFolderBasename", "workspaceRoot", "userHome", "pathSeparator",
@@ -214,7 +215,7 @@ def _definition(name: str, entry: Any, problems: list[str]) -> ServerDefinition 
         problems.append(f"{where} must be an object")
         return None
     before = len(problems)
-    notes = [f"ignored the key \"{key}\"" for key in entry if key not in _KNOWN_KEYS]
+    notes = [f"ignored the key \"{key}\"" for key in entry if key not in DEFINITION_KEYS]
 
     transport = _transport(entry, where, problems, notes)
     command = _string(entry, "command", where, problems)

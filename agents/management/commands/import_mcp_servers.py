@@ -22,7 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         path = options["file"]
         try:
-            data = load_json(_read(path, stdin=options.get("stdin") or sys.stdin), source="standard input" if path == "-" else path)
+            data = load_json(read_source(path, stdin=options.get("stdin") or sys.stdin), source="standard input" if path == "-" else path)
             definitions = parse_config(data)
             report = do_import_mcp_servers(definitions=definitions, user_is_superuser=True,
                                            dry_run=options["dry_run"])
@@ -32,8 +32,9 @@ class Command(BaseCommand):
             self.stdout.write(line)
 
 
-def _read(path: str, *, stdin) -> str:
-    # Messages name the file, never its content: it may hold tokens.
+def read_source(path: str, *, stdin) -> str:
+    """The text of the file at `path` ("-": `stdin`). Raises CommandError naming the file,
+    never its content: it may hold tokens (apply_config reads its files with this too)."""
     try:
         if path == "-":
             return stdin.read()
