@@ -196,13 +196,22 @@ class BudgetAdmin(admin.ModelAdmin):
     """Budgets and rate limits (conversations.budgets): a rate limit is a budget of turns per
     minute."""
 
-    list_display = ["__str__", "user", "group", "metric", "period", "limit", "used_now",
-                    "enabled"]
+    list_display = ["who", "metric", "period", "limit", "used_now", "enabled"]
+    list_display_links = ["who"]
     list_filter = ["metric", "period", "enabled"]
     search_fields = ["user__username", "group__name"]
     autocomplete_fields = ["user", "group"]
     fields = ["user", "group", "metric", "period", "limit", "enabled"]
 
-    @admin.display(description="Used this period")
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user", "group")
+
+    @admin.display(description="Person or group")
+    def who(self, obj: Budget) -> str:
+        return f"{obj.user}" if obj.user_id else f"group {obj.group}"
+
+    @admin.display(description="Used this period (and held by running answers)")
     def used_now(self, obj: Budget) -> str:
-        return str(budgets.used_in_period(obj, now=timezone.now()))
+        used = budgets.used_in_period(obj, now=timezone.now())
+        share = f" ({used / obj.limit:.0%})" if obj.limit else ""
+        return f"{used:f}{share}" if obj.metric == Budget.Metric.COST else f"{used:,}{share}"

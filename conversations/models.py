@@ -286,4 +286,4 @@ class Budget(models.Model):
 
     def __str__(self) -> str:
         who = f"user {self.user}" if self.user_id else f"group {self.group}"
-        return f"{who}: {self.limit:g} {self.metric} per {self.period}"
+        return f"{who}: {self.limit.normalize():f} {self.metric} per {self.period}"
