@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from agents import context_window
 from agents.events import (
     ChatMessage,
     ChatRequest,
@@ -26,7 +27,9 @@ from agents.events import (
     ToolCallRequested,
     ToolCallStarted,
     ToolSpec,
+    Usage,
 )
+from agents.model_info import ModelInfo
 from agents.providers.base import Provider
 from agents.resilience import stream_with_retries
 from agents.tool_arguments import check_arguments
@@ -77,6 +80,7 @@ async def run_turn(
     client_tools: Sequence[ToolSpec] = (),
     options: RequestOptions | None = None,
     before_round: BeforeRound | None = None,
+    context: ModelInfo | None = None,
 ) -> AsyncIterator[LoopEvent]:
     """Yield provider events (text, reasoning, usage), resilience events (waiting, retrying,
     model selected) and tool-call events, until the model answers without tools; then the last
@@ -89,7 +93,9 @@ async def run_turn(
     last round; whatever was yielded before stays valid (the caller keeps it).
 
     `before_round(number)` is awaited before each round after the first (after tools ran);
-    whatever it raises ends the turn there (a spent budget)."""
+    whatever it raises ends the turn there (a spent budget). With `context` (the main model's
+    limits), each round's history is fitted to its window (agents.context_window), which raises
+    ContextTooLong when the newest turn alone does not fit."""
     tools = tools or NoTools()
     options = options or RequestOptions()
     later_options = replace(options, tool_choice=None)
@@ -105,8 +111,12 @@ async def run_turn(
         if round_no and before_round is not None:
             await before_round(round_no)
         specs = (*(() if last_round else tools.specs()), *client_tools)
+        fitted = (context_window.fit(context, system=system, messages=messages, tools=specs)
+                  if context is not None else None)
         request = ChatRequest(
-            model=targets[0].model, messages=tuple(messages), system=system, tools=specs,
+            model=targets[0].model,
+            messages=fitted.messages if fitted else tuple(messages),
+            system=fitted.system if fitted else system, tools=specs,
             options=options if round_no == 0 else later_options,
         )
         current = _Round()
@@ -126,6 +136,9 @@ async def run_turn(
             elif isinstance(event, Finished):
                 finished = event
                 continue
+            elif isinstance(event, Usage) and fitted is not None:
+                context_window.observe(context.label, estimate=fitted.estimate,
+                                       reported=event.input_tokens)
             yield event
         messages.append(
             ChatMessage(

@@ -317,7 +317,7 @@ API_MAX_INPUT_CHARS = env.integer("API_MAX_INPUT_CHARS", 2_000_000, minimum=1000
 MAX_OUTPUT_TOKENS = env.integer("MAX_OUTPUT_TOKENS", 32_768, minimum=1)
 # A model's context window in tokens when the admin's model settings give none (agents.models
 # LanguageModel), and the currency its prices and every cost are in (a label only).
-MODEL_CONTEXT_WINDOW = env.integer("MODEL_CONTEXT_WINDOW", 32_768, minimum=256)
+MODEL_CONTEXT_WINDOW = env.integer("MODEL_CONTEXT_WINDOW", 131_072, minimum=256)
 COST_CURRENCY = env.text("COST_CURRENCY", "USD")
 # What a budget holds back for a model round's output when the model has no max_output_tokens
 # of its own (conversations.budgets).

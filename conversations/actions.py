@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from agents import context_window
 from agents.access import AgentNotAvailable, open_to, spec_for
 from agents.definitions import AgentSpec, resolve_agent
 from agents.models import Agent
@@ -216,12 +217,14 @@ def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) 
                                            for_update=True)
         _ensure_idle(conversation)
         spec = _spec_for(user=user, agent_id=conversation.agent_id, refused=AGENT_GONE)
+        _check_fits(spec, text)
     else:
         if agent_id is not None and not Agent.objects.filter(
                 open_to(Agent, user_id=user.pk), pk=agent_id, enabled=True).exists():
             raise AgentUnavailable(NO_SUCH_AGENT)
         spec = _spec_for(user=user, agent_id=agent_id,
                          refused=NO_SUCH_AGENT if agent_id is not None else NO_AGENT)
+        _check_fits(spec, text)
         conversation = Conversation.objects.create(owner=user, agent_id=agent_id, source=source)
     # Only the parent's id is needed: loading the row would read the whole previous answer.
     if new:
@@ -247,6 +250,13 @@ def _send(*, user, conversation_id, text, client_key, parent, agent_id, source) 
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
     return SendResult(conversation, user_message, reply, created=True, new_conversation=new,
                       spec=spec)
+
+
+def _check_fits(spec: AgentSpec, text: str) -> None:
+    """A message its model cannot take at all is refused before anything is stored."""
+    if problem := context_window.too_long(spec.model_info(""), system=spec.system_prompt,
+                                          text=text):
+        raise InvalidInput(problem)
 
 
 def _spec_for(*, user, agent_id: int | None, refused: str) -> AgentSpec:

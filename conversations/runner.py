@@ -22,6 +22,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from agents.context_window import ContextTooLong
 from agents.definitions import AgentSpec, live_targets
 from agents.events import (
     ChatMessage,
@@ -183,7 +184,7 @@ class TurnRunner:
                 if not self.stop_requested:
                     raise
                 self.status = Message.Status.STOPPED
-            except (ProviderError, hooks.TurnRefused, RoundLimitReached) as exc:
+            except (ProviderError, hooks.TurnRefused, RoundLimitReached, ContextTooLong) as exc:
                 self.status, self.error = Message.Status.FAILED, exc.message
                 self.failure = exc
             except Exception as exc:
@@ -224,7 +225,8 @@ class TurnRunner:
                                     max_rounds=spec.max_rounds,
                                     client_tools=self.plan.client_tools,
                                     options=spec.options(self.plan.options),
-                                    before_round=self._before_round):
+                                    before_round=self._before_round,
+                                    context=spec.model_info("")):
             await handlers[event.type](event)
         await self._coalescer.flush()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from agents.events import ProviderError
 from agents.loop import RoundLimitReached
+from agents.context_window import ContextTooLong
 from conversations.hooks import TurnRefused
 
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
@@ -60,5 +61,7 @@ def turn_failure(failure: Exception | None, message: str) -> ApiError:
         return ApiError(403, message, code="turn_refused")
     if isinstance(failure, RoundLimitReached):
         return ApiError(500, message, code="round_limit")
+    if isinstance(failure, ContextTooLong):
+        return ApiError(400, message, code="context_length_exceeded", param="messages")
     return ApiError(500, message or "The answer failed because of an error on our server.",
                     code="server_error")
