@@ -59,7 +59,7 @@ class MessageInline(AuditAdminMixin, admin.TabularInline):
     # The transcript: parent shows the branches (edits, regenerations), reasoning what the model
     # thought before it answered.
     fields = ["id", "parent", "role", "status", "model", "content", "reasoning", "error",
-              "input_tokens", "output_tokens", "created_at"]
+              "input_tokens", "output_tokens", "cached_tokens", "cost", "created_at"]
     readonly_fields = fields
     show_change_link = True
     ordering = ["created_at", "id"]
@@ -122,7 +122,7 @@ class ConversationAdmin(ReadRecordedMixin, AuditAdminMixin, admin.ModelAdmin):
 @admin.register(Message)
 class MessageAdmin(ReadRecordedMixin, AuditAdminMixin, admin.ModelAdmin):
     list_display = ["id", "conversation_owner", "role", "status", "model", "short_content",
-                    "input_tokens", "output_tokens", "created_at"]
+                    "input_tokens", "output_tokens", "cost", "created_at"]
     list_filter = [("conversation__owner", admin.RelatedOnlyFieldListFilter), "role", "status",
                    "model", "created_at"]
     search_fields = ["content", "conversation__title", "conversation__owner__username", "model"]

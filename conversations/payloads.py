@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal, TypedDict
 
+from agents.definitions import resolve_agent
 from conversations.models import Conversation, Message, ToolCall
 
 # --- Usage -------------------------------------------------------------------------------------
@@ -197,14 +198,20 @@ class ConversationPayload(TypedDict):
     title: str
     agent: int | None
     updated_at: str
+    # Tokens the agent's main model can hold: the chat page's context meter measures the
+    # last answer's input and output against it.
+    context_window: int
 
 
 def conversation_payload(conversation: Conversation) -> ConversationPayload:
+    """Synchronous: the window comes from the resolved agent (agents.definitions caches it,
+    and a send or a turn has just resolved the same one, so this rarely costs a query)."""
     return {
         "id": str(conversation.pk),
         "title": conversation.title,
         "agent": conversation.agent_id,
         "updated_at": conversation.updated_at.isoformat(),
+        "context_window": resolve_agent(conversation.agent_id).model_info("").context_window,
     }
 
 

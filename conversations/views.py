@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -60,6 +61,8 @@ def chat(request: HttpRequest, conversation_id=None) -> HttpResponse:
             "sidebar": {"items": page.items, "next_cursor": page.next_cursor},
             "agents": _agents(request.user),
             "user": request.user.get_username(),
+            # Each answer's cost is shown in it (the chat page's usage line).
+            "currency": settings.COST_CURRENCY,
         },
     })
 

@@ -65,6 +65,8 @@ const connection = $("#connection");
 const connectionText = $("#connection-text");
 const titleEl = $("#conversation-title");
 const live = $("#live");
+const contextMeter = $("#context-meter");
+const contextText = $("#context-text");
 
 // --- state -----------------------------------------------------------------------------------
 
@@ -77,6 +79,7 @@ const state = {
   lastSeq: new Map(), // message id -> last turn seq applied
   streamingId: null,
   loading: false,
+  contextWindow: null, // tokens the conversation's main model holds (conversation payload)
 };
 const views = new Map(); // message id -> {el, ...parts}
 
@@ -265,6 +268,7 @@ function onConversation(frame) {
   state.loading = false;
   setTitle(frame.conversation.title);
   clearTranscript();
+  state.contextWindow = frame.conversation.context_window || null;
   state.siblings = frame.siblings || {};
   state.streamingId = null;
   for (const m of frame.messages) {
@@ -277,6 +281,7 @@ function onConversation(frame) {
   setTitle(frame.conversation.title);
   renderPending();
   updateComposer();
+  updateMeter();
   scrollToEnd(true);
 }
 
@@ -302,6 +307,7 @@ function onAck(frame) {
     return;
   }
   removePending(frame.client_key);
+  if (frame.conversation.context_window) state.contextWindow = frame.conversation.context_window;
   if (frame.duplicate) {
     // Stored earlier (before a reconnect): the server follows with the conversation's state.
     updateComposer();
@@ -404,6 +410,7 @@ function onTurn(frame) {
   if (ev.kind === "finished") {
     // Only the newest answer offers "Regenerate": the one before may need to drop it.
     for (const other of state.order) if (other !== id) scheduleRender(other);
+    updateMeter();
   }
   updateComposer();
 }
@@ -732,6 +739,8 @@ function updateActions(view, m) {
       nodes.push(h("button", { type: "button", class: "link", disabled: Boolean(state.streamingId), onclick: () => regenerate(m.id) }, "Regenerate"));
     }
     if (m.model) nodes.push(h("span", { class: "model", title: "Model" }, m.model));
+    const usage = usageLine(m);
+    if (usage) nodes.push(usage);
   }
   view.actions.replaceChildren(...nodes);
   view.actions.hidden = !nodes.length;
@@ -779,6 +788,66 @@ function removePending(clientKey) {
   if (!clientKey) return;
   const el = transcript.querySelector(`.message.pending[data-client-key="${CSS.escape(clientKey)}"]`);
   if (el) el.remove();
+}
+
+// --- usage -------------------------------------------------------------------------------------
+
+const numbers = new Intl.NumberFormat();
+let money = null;
+try {
+  money = new Intl.NumberFormat(undefined, { style: "currency", currency: boot.currency || "USD", minimumFractionDigits: 2, maximumFractionDigits: 6 });
+} catch {
+  // Not an ISO 4217 code (COST_CURRENCY may be "credits"): the number, then the name.
+}
+
+function formatCost(text) {
+  const n = Number(text);
+  if (money) return money.format(n);
+  return `${n.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 6 })} ${boot.currency}`;
+}
+
+function usedTokens(m) {
+  const u = m.usage || {};
+  return (u.input_tokens || 0) + (u.output_tokens || 0);
+}
+
+// 950, 3.2k, 32.8k, 128k, 1M: the meter's short form (its title has the exact numbers).
+function shortTokens(n) {
+  const trim = (v) => (v < 100 ? String(Number(v.toFixed(1))) : String(Math.round(v)));
+  if (n >= 1e6) return `${trim(n / 1e6)}M`;
+  if (n >= 1e3) return `${trim(n / 1e3)}k`;
+  return String(n);
+}
+
+// A finished answer's tokens and (when it cost anything) its cost, under it.
+function usageLine(m) {
+  const used = usedTokens(m);
+  if (!used) return null;
+  const u = m.usage;
+  const cost = Number(u.cost || 0);
+  const detail = `${numbers.format(u.input_tokens || 0)} input (${numbers.format(u.cached_tokens || 0)} cached), `
+    + `${numbers.format(u.output_tokens || 0)} output${u.reasoning_tokens ? ` (${numbers.format(u.reasoning_tokens)} reasoning)` : ""}`;
+  return h("span", { class: "usage", title: detail },
+    cost ? `${numbers.format(used)} tokens · ${formatCost(u.cost)}` : `${numbers.format(used)} tokens`);
+}
+
+// The context meter: roughly what the next request will carry, the newest answer's input (the
+// history it was sent) and output (now part of that history), against the window of the
+// conversation's main model. An answer that took tool rounds reports every round's input, so
+// the meter then reads high: it warns early rather than late. Hidden until an answer reports.
+function updateMeter() {
+  let used = 0;
+  for (let i = state.order.length - 1; i >= 0 && !used; i--) {
+    const m = state.messages.get(state.order[i]);
+    if (m && m.role === "assistant") used = usedTokens(m);
+  }
+  const size = state.contextWindow;
+  contextMeter.hidden = !(state.conversationId && size && used);
+  if (contextMeter.hidden) return;
+  const share = used / size;
+  contextText.textContent = `${shortTokens(used)} / ${shortTokens(size)} tokens`;
+  contextMeter.title = `${numbers.format(used)} of the model's ${numbers.format(size)} tokens of context (${Math.round(share * 100)} %), as of the last answer`;
+  contextMeter.dataset.level = share >= 1 ? "over" : share >= 0.8 ? "high" : "ok";
 }
 
 // --- actions -----------------------------------------------------------------------------------
@@ -893,6 +962,7 @@ function openConversation(id, { push = true } = {}) {
   if (push) history.pushState({ conversation: id }, "", id ? `/c/${id}/` : "/");
   state.conversationId = id;
   state.streamingId = null;
+  state.contextWindow = null;
   showComposerError("");
   sidebar.setCurrent(id);
   if (!id) {
@@ -901,6 +971,7 @@ function openConversation(id, { push = true } = {}) {
     showEmpty();
     renderPending();
     updateComposer();
+    updateMeter();
     return;
   }
   const item = sidebar.item(id);
@@ -911,6 +982,7 @@ function openConversation(id, { push = true } = {}) {
   sendFrame({ type: "watch", conversation: id });
   renderPending();
   updateComposer();
+  updateMeter();
 }
 
 window.addEventListener("popstate", () => {

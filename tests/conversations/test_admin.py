@@ -72,11 +72,16 @@ def test_even_superusers_cannot_rewrite_the_record(client, record):
     assert 'name="content"' not in page.text  # shown, not editable
 
 
+# The model server form's inline of models, empty.
+NO_MODELS = {"models-TOTAL_FORMS": 0, "models-INITIAL_FORMS": 0}
+
+
 def test_a_model_server_api_key_is_write_only(client):
     client.force_login(make_user(is_staff=True, is_superuser=True))
     response = client.post("/admin/agents/modelserver/add/", {
         "name": "vllm", "kind": "openai", "base_url": "http://vllm:8000/v1",
-        "api_key": "sk-secret-123", "max_concurrency": 8, "first_token_timeout": 60})
+        "api_key": "sk-secret-123", "max_concurrency": 8, "first_token_timeout": 60,
+        **NO_MODELS})
     assert response.status_code == 302
     server = ModelServer.objects.get(name="vllm")
     assert server.api_key == "sk-secret-123"
@@ -89,7 +94,7 @@ def test_a_model_server_api_key_is_write_only(client):
     # Saving without typing a key keeps the stored one.
     client.post(f"/admin/agents/modelserver/{server.pk}/change/", {
         "name": "vllm", "kind": "openai", "base_url": "http://vllm:8000/v1", "api_key": "",
-        "max_concurrency": 8, "first_token_timeout": 60})
+        "max_concurrency": 8, "first_token_timeout": 60, **NO_MODELS})
     server.refresh_from_db()
     assert server.api_key == "sk-secret-123"
 

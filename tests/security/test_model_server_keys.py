@@ -12,7 +12,9 @@ from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FORM = {"name": "vllm", "kind": "openai", "max_concurrency": 8, "first_token_timeout": 60}
+FORM = {"name": "vllm", "kind": "openai", "max_concurrency": 8, "first_token_timeout": 60,
+        # The server's models (an inline): none.
+        "models-TOTAL_FORMS": 0, "models-INITIAL_FORMS": 0}
 
 
 def change(client, server: ModelServer, **fields):
