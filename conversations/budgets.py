@@ -79,14 +79,16 @@ def do_hold_round(*, user_id: int, message_id: int, used_tokens: int, used_cost:
     """Admit the next round of turn `message_id` (which has used `used_*` so far) against every
     budget of its owner and the owner's groups, and hold `hold()` for it; raises TurnRefused,
     saying which limit and when it renews. `starting`: the turn's first round (a limit of
-    turns counts turns, not rounds). Without budgets this is one query, and no write."""
+    turns counts turns, not rounds). Without budgets this is one read, and no write."""
     now = now or timezone.now()
+    applying = Budget.objects.filter(Q(user_id=user_id) | Q(group__user=user_id), enabled=True)
+    # Most people have no budget: a plain read, without the write transaction (which on SQLite
+    # takes the database's write lock).
+    if not applying.exists():
+        return
     with transaction.atomic():
-        budgets = list(
-            Budget.objects.select_for_update(of=("self",)).select_related("group")
-            .filter(Q(user_id=user_id) | Q(group__user=user_id), enabled=True).order_by("pk"))
-        if not budgets:
-            return
+        budgets = list(applying.select_for_update(of=("self",)).select_related("group")
+                       .order_by("pk"))
         for budget in budgets:
             if budget.metric == Budget.Metric.TURNS and not starting:
                 continue
