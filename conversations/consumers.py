@@ -1,7 +1,8 @@
 """The chat WebSocket: frames in become calls (sending, broker, joining); events and results
 become frames out (conversations.frames). Nothing else happens here.
 
-Client frames: watch, send, stop, regenerate, decide, ping. Server frames: see conversations.frames.
+Client frames: watch, older (the page before a message: scrolling up a long conversation),
+send, stop, regenerate, decide, ping. Server frames: see conversations.frames.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from conversations import actions, broker, frames, sending, tool_records
+from conversations import actions, branch_pages, broker, frames, sending, tool_records
 from conversations.account_changes import session_fingerprint, session_user_id
 from conversations.groups import announce_changed, user_group
 from conversations.joining import Joiner
@@ -149,6 +150,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if leaf is not None and (not isinstance(leaf, int) or isinstance(leaf, bool)):
             raise ClientError("bad_frame", "\"leaf\" must be a message id.")
         await self.joiner.watch(user=self.user, conversation_id=conversation_id, leaf=leaf)
+
+    async def cmd_older(self, frame: dict) -> None:
+        """{"type": "older", "conversation": id, "before": message id}: the messages before
+        that one on its branch (answered with older_messages)."""
+        conversation_id = sending.check_conversation_id(frame.get("conversation"), required=True)
+        before = frame.get("before")
+        if not isinstance(before, int) or isinstance(before, bool) or not 0 < before < 2**63:
+            raise ClientError("bad_frame", "\"before\" must be a message id.")
+        try:
+            page = await database_sync_to_async(branch_pages.read_older)(
+                user=self.user, conversation_id=conversation_id, before=before)
+        except branch_pages.MessageNotFound:
+            raise ClientError("not_found", "That message is not in this conversation.") from None
+        await self.send_frame(frames.older_messages(
+            conversation_id=conversation_id, before=before, messages=page.messages,
+            siblings=page.siblings, older=page.older))
 
     async def cmd_send(self, frame: dict) -> None:
         request = sending.check_send(

@@ -1,7 +1,9 @@
 """The chat socket's server frames, built from conversations.payloads and nothing else.
 
-Server frames: hello, conversation (the state of the watched branch), ack, turn (one numbered
-turn event), error, pong, conversations_changed, and part: a frame too large for one WebSocket
+Server frames: hello, conversation (the state of the watched branch: its newest messages, and
+"older" when there are more before them), older_messages (the page before a message, answering
+the client's "older"), ack, turn (one numbered turn event), error, pong, conversations_changed,
+and part: a frame too large for one WebSocket
 message (a long conversation's state, a huge message) goes as consecutive parts, slices of its
 JSON text, that the page joins and reads as the frame they make up. Nothing a conversation holds
 can make a message the socket cannot carry. Client frames are read in consumers.py.
@@ -70,9 +72,18 @@ def conversations_changed(*, conversation_id: str) -> dict[str, Any]:
 
 
 def conversation_state(*, conversation: ConversationPayload, messages: list[MessagePayload],
-                       siblings: dict[int, list[int]]) -> dict[str, Any]:
+                       siblings: dict[int, list[int]], older: bool) -> dict[str, Any]:
     return {"type": "conversation", "conversation": conversation, "messages": messages,
-            "siblings": {str(k): v for k, v in siblings.items()}}
+            "siblings": {str(k): v for k, v in siblings.items()}, "older": older}
+
+
+def older_messages(*, conversation_id: str, before: int, messages: list[MessagePayload],
+                   siblings: dict[int, list[int]], older: bool) -> dict[str, Any]:
+    """The messages just before `before` on its branch, oldest first; `older`: more before
+    messages[0]."""
+    return {"type": "older_messages", "conversation": conversation_id, "before": before,
+            "messages": messages, "siblings": {str(k): v for k, v in siblings.items()},
+            "older": older}
 
 
 def ack(*, client_key: Any, duplicate: bool, conversation: ConversationPayload,

@@ -1,8 +1,9 @@
 """Joining a conversation, mid-turn or not, with no gap and no repeat: one socket's side.
 
 Join first, then read: the joiner registers with the broker as a watcher, then reads the
-branch from the database and, when an answer is still being written, the running turn's view
-(from this process's broker directly, or from the owning process through the control channel).
+branch's newest page from the database (conversations.branch_pages) and, when an answer is
+still being written, the running turn's view (from this process's broker directly, or from the
+owning process through the control channel).
 Live events that arrive meanwhile are buffered; once the state is sent, only events numbered
 after it pass. A jump in the numbers (a dropped message, or a database state older than the
 live stream) makes it read the state again rather than show a hole. No socket here: a JoinPort
@@ -21,14 +22,9 @@ from channels.db import database_sync_to_async
 from conversations import actions, frames
 from conversations.broker import Delivery, get_broker, request_state
 from conversations.models import Message
-from conversations.payloads import (
-    ConversationPayload,
-    MessagePayload,
-    conversation_payload,
-    message_from_row,
-    message_payload,
-)
-from conversations.selectors import ConversationNotFound, access_conversation, branch, siblings
+from conversations.branch_pages import newest_page
+from conversations.payloads import ConversationPayload, MessagePayload, conversation_payload
+from conversations.selectors import ConversationNotFound, access_conversation
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +35,13 @@ SNAPSHOT_TIMEOUT = 1.5
 
 @dataclass(slots=True)
 class ConversationState:
+    """What a joining socket is sent: the newest page of the branch (branch_pages). A running
+    answer is the branch's newest message, so it is always on this page."""
+
     conversation: ConversationPayload
     messages: list[MessagePayload]
     siblings: dict[int, list[int]]
+    older: bool = False
 
     def unfinished(self) -> bool:
         return any(m["status"] in Message.UNFINISHED_STATUSES for m in self.messages)
@@ -50,23 +50,22 @@ class ConversationState:
         """The state with the running answer replaced by its live view (same shape)."""
         return ConversationState(
             self.conversation, [view if m["id"] == view["id"] else m for m in self.messages],
-            self.siblings)
+            self.siblings, self.older)
 
     def frame(self) -> dict[str, Any]:
         return frames.conversation_state(conversation=self.conversation,
-                                         messages=self.messages, siblings=self.siblings)
+                                         messages=self.messages, siblings=self.siblings,
+                                         older=self.older)
 
 
 def read_state(*, user, conversation_id: str, leaf_id: int | None = None) -> ConversationState:
-    """The branch as stored (a turn left by a dead process interrupted first). Synchronous;
-    raises ConversationNotFound."""
+    """The branch's newest page as stored (a turn left by a dead process interrupted first).
+    Synchronous; raises ConversationNotFound."""
     conversation = access_conversation(user=user, conversation_id=conversation_id)
     actions.do_interrupt_stale_turns(conversation=conversation)
-    messages = branch(conversation=conversation, leaf_id=leaf_id)
-    return ConversationState(
-        conversation=conversation_payload(conversation),
-        messages=[message_payload(message_from_row(m)) for m in messages],
-        siblings=siblings(messages=messages, conversation=conversation))
+    page = newest_page(conversation=conversation, leaf_id=leaf_id)
+    return ConversationState(conversation=conversation_payload(conversation),
+                             messages=page.messages, siblings=page.siblings, older=page.older)
 
 
 class JoinPort(Protocol):

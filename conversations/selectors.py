@@ -10,6 +10,7 @@ import uuid
 
 from django.db.models import QuerySet
 
+from conversations.branches import BranchTree
 from conversations.models import Conversation, Message, ToolCall
 
 
@@ -52,35 +53,37 @@ def conversations_for(*, user) -> QuerySet[Conversation]:
     return rows.order_by("-updated_at")
 
 
+def branch_tree(*, conversation: Conversation) -> BranchTree:
+    """The conversation's shape: every message's id and parent, and nothing else (no text).
+    One query, along msg_conv_order."""
+    rows = conversation.messages.order_by("created_at", "id").values_list("id", "parent_id")
+    return BranchTree.from_rows(rows)
+
+
+def messages_by_ids(*, conversation: Conversation, ids: list[int]) -> list[Message]:
+    """These messages of the conversation, whole, with their tool calls, in the order of `ids`
+    (ids of other conversations are left out). Two queries, none for no ids."""
+    if not ids:
+        return []
+    rows = {m.pk: m for m in conversation.messages.filter(pk__in=ids)
+            .prefetch_related("tool_calls")}
+    return [rows[i] for i in ids if i in rows]
+
+
 def branch(*, conversation: Conversation, leaf_id: int | None = None,
            with_tool_calls: bool = True) -> list[Message]:
     """The messages from the first one to `leaf_id` (default: the newest message), following
-    parents: the conversation as the user sees it on one branch. Two queries, the second
-    prefetching every message's tool calls; one with `with_tool_calls=False` (then
-    `tool_calls.all()` costs a query per message: use tool_calls_by_message)."""
+    parents: the conversation as the user sees it on one branch (BranchTree.path), every one
+    loaded. For the history sent upstream, which needs them all; the socket shows a branch a
+    page at a time (conversations.branch_pages). Two queries, the second prefetching every
+    message's tool calls; one with `with_tool_calls=False` (then `tool_calls.all()` costs a
+    query per message: use tool_calls_by_message)."""
     messages = conversation.messages.order_by("created_at", "id")
     if with_tool_calls:
         messages = messages.prefetch_related("tool_calls")
-    messages = list(messages)
-    if not messages:
-        return []
     by_id = {m.pk: m for m in messages}
-    leaf = by_id.get(leaf_id) if leaf_id is not None else messages[-1]
-    if leaf is None:
-        leaf = messages[-1]
-    # A leaf that has children (an older branch point) continues along its newest descendants.
-    children: dict[int | None, list[Message]] = {}
-    for m in messages:
-        children.setdefault(m.parent_id, []).append(m)
-    while children.get(leaf.pk):
-        leaf = children[leaf.pk][-1]
-    path = []
-    node: Message | None = leaf
-    while node is not None:
-        path.append(node)
-        node = by_id.get(node.parent_id) if node.parent_id else None
-    path.reverse()
-    return path
+    tree = BranchTree.from_rows((m.pk, m.parent_id) for m in by_id.values())
+    return [by_id[i] for i in tree.path(leaf_id)]
 
 
 def tool_calls_by_message(*, message_ids: list[int]) -> dict[int, list[ToolCall]]:
@@ -93,20 +96,3 @@ def tool_calls_by_message(*, message_ids: list[int]) -> dict[int, list[ToolCall]
     for call in ToolCall.objects.filter(message_id__in=message_ids):
         calls.setdefault(call.message_id, []).append(call)
     return calls
-
-
-def siblings(*, messages: list[Message], conversation: Conversation) -> dict[int, list[int]]:
-    """For each message on the branch, the ids of it and its siblings (the branches the user can
-    move between), in creation order."""
-    parent_ids = {m.parent_id for m in messages}
-    rows = conversation.messages.filter(parent_id__in=[p for p in parent_ids if p]).values_list(
-        "parent_id", "id"
-    ).order_by("created_at", "id")
-    by_parent: dict[int, list[int]] = {}
-    for parent_id, message_id in rows:
-        by_parent.setdefault(parent_id, []).append(message_id)
-    roots = list(
-        conversation.messages.filter(parent__isnull=True).order_by("created_at", "id")
-        .values_list("id", flat=True)
-    )
-    return {m.pk: (by_parent.get(m.parent_id, [m.pk]) if m.parent_id else roots) for m in messages}

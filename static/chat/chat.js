@@ -7,6 +7,7 @@
 // sent again after every reconnect until the server's ack (the server de-duplicates by
 // client_key).
 
+import { reconnectDelay, STABLE_AFTER_MS } from "./backoff.js";
 import { copyText, renderInto } from "./markdown.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -74,7 +75,9 @@ const state = {
   conversationId: boot.conversation || null,
   title: boot.title || "",
   messages: new Map(), // id -> message data (as message_dict / snapshot, plus client-side fields)
-  order: [], // ids on the shown branch
+  order: [], // ids on the shown branch: its newest part, older pages prepended as they come
+  older: false, // the branch has messages before order[0] (not loaded yet)
+  olderPending: null, // the "before" of the older page asked for, until it comes
   siblings: {}, // id -> [ids of it and its siblings]
   lastSeq: new Map(), // message id -> last turn seq applied
   streamingId: null,
@@ -123,8 +126,10 @@ function pendingHere() {
 // --- connection ------------------------------------------------------------------------------
 
 let socket = null;
+// Failed or short-lived connections in a row: the next wait grows with it (backoff.js).
 let attempt = 0;
 let reconnectTimer = null;
+let stableTimer = null;
 let heartbeat = null;
 let lastFrameAt = 0;
 let countdown = null;
@@ -136,7 +141,7 @@ function setConnection(kind, text) {
   const old = $("#reconnect", connection);
   if (old) old.remove();
   if (kind === "closed") {
-    connection.append(h("button", { type: "button", id: "reconnect", class: "link", onclick: () => connect() }, "Reconnect now"));
+    connection.append(h("button", { type: "button", id: "reconnect", class: "link", onclick: () => connect() }, "Retry now"));
   }
   renderPending();
 }
@@ -150,10 +155,18 @@ function connect() {
   socket = ws;
   setConnection("connecting", attempt ? "Reconnecting…" : "Connecting…");
   ws.addEventListener("open", () => {
-    attempt = 0;
+    // Not back to the first, short delay yet: only a connection that stays up has worked.
+    // (Resetting here made a server that accepts and then drops sockets see every tab again
+    // every 0.25 to 0.5 s, for ever.)
+    clearTimeout(stableTimer);
+    stableTimer = setTimeout(() => { attempt = 0; }, STABLE_AFTER_MS);
     lastFrameAt = Date.now();
     setConnection("open", "Connected");
-    if (state.conversationId) sendFrame({ type: "watch", conversation: state.conversationId });
+    if (state.conversationId) {
+      // The branch shown, not the conversation's newest: a reconnect keeps the reader's place.
+      const leaf = state.loading ? undefined : state.order[state.order.length - 1];
+      sendFrame({ type: "watch", conversation: state.conversationId, ...(leaf ? { leaf } : {}) });
+    }
     flushOutbox();
     clearInterval(heartbeat);
     heartbeat = setInterval(() => {
@@ -177,7 +190,13 @@ function connect() {
   ws.addEventListener("close", (e) => {
     if (socket !== ws) return;
     clearInterval(heartbeat);
+    clearTimeout(stableTimer);
     socket = null;
+    if (state.olderPending !== null) {
+      // Its answer went with the socket; ask again once connected.
+      state.olderPending = null;
+      renderOlder();
+    }
     if (e.code === 4401 || e.code === 4403) {
       gaveUp = true;
       setConnection("error", "Your session has ended. Reload the page to log in again.");
@@ -188,14 +207,14 @@ function connect() {
 }
 
 function scheduleReconnect() {
-  // Exponential backoff with jitter: 0.5 s, 1 s, 2 s ... up to 15 s.
-  const base = Math.min(15000, 500 * 2 ** attempt);
-  const delay = Math.round(base / 2 + Math.random() * base / 2);
+  const delay = reconnectDelay(attempt);
   attempt += 1;
   let left = Math.ceil(delay / 1000);
   const say = () => setConnection("closed", navigator.onLine === false
     ? "Offline. Waiting for the network…"
     : `Disconnected. Reconnecting in ${left} s…`);
+  connection.dataset.attempt = String(attempt);
+  connection.dataset.delay = String(delay);
   say();
   clearInterval(countdown);
   countdown = setInterval(() => { left = Math.max(0, left - 1); say(); }, 1000);
@@ -255,6 +274,7 @@ class PartJoiner {
 function handle(frame) {
   switch (frame.type) {
     case "conversation": return onConversation(frame);
+    case "older_messages": return onOlderMessages(frame);
     case "ack": return onAck(frame);
     case "turn": return onTurn(frame);
     case "error": return onError(frame);
@@ -265,11 +285,23 @@ function handle(frame) {
 
 function onConversation(frame) {
   if (frame.conversation.id !== state.conversationId) return;
+  // The server sends the newest page of the branch. When that page starts inside what is shown
+  // (a reconnect, a re-sync), the messages above it are still right (a message's ancestors
+  // never change): they stay, and so does the reader's place.
+  const first = frame.messages.length ? frame.messages[0].id : null;
+  const at = state.loading || first === null ? -1 : state.order.indexOf(first);
+  const stick = at <= 0 || nearEnd();
+  if (at > 0) {
+    for (const id of state.order.slice(at)) dropMessage(id);
+    state.order = state.order.slice(0, at);
+  } else {
+    clearTranscript();
+    state.older = Boolean(frame.older);
+  }
   state.loading = false;
-  setTitle(frame.conversation.title);
-  clearTranscript();
+  state.olderPending = null;
   state.contextWindow = frame.conversation.context_window || null;
-  state.siblings = frame.siblings || {};
+  Object.assign(state.siblings, frame.siblings || {});
   state.streamingId = null;
   for (const m of frame.messages) {
     state.messages.set(m.id, { ...m });
@@ -277,12 +309,79 @@ function onConversation(frame) {
     state.lastSeq.set(m.id, m.seq || 0);
     if (m.status === "pending" || m.status === "streaming") state.streamingId = m.id;
   }
-  for (const id of state.order) renderMessage(id);
+  for (const id of state.order.slice(Math.max(at, 0))) renderMessage(id);
+  renderOlder();
   setTitle(frame.conversation.title);
   renderPending();
   updateComposer();
   updateMeter();
-  scrollToEnd(true);
+  if (stick) scrollToEnd(true);
+  moreIfNearTop();
+}
+
+// --- older messages ------------------------------------------------------------------------------
+
+// Above the first message shown, while the branch has older ones: they load as the reader
+// scrolls up to here (or presses the button).
+const olderBox = h("div", { id: "older", class: "older", role: "status" });
+
+function renderOlder() {
+  if (!state.older || !state.order.length) {
+    olderBox.remove();
+    return;
+  }
+  if (transcript.firstChild !== olderBox) transcript.prepend(olderBox);
+  const loading = state.olderPending !== null;
+  olderBox.dataset.state = loading ? "loading" : "idle";
+  if (loading) olderBox.replaceChildren(h("span", { class: "notice-text" }, "Loading earlier messages…"));
+  else if (olderBox.dataset.error) {
+    olderBox.replaceChildren(h("span", { class: "notice-text", text: olderBox.dataset.error }),
+      h("button", { type: "button", class: "link", onclick: loadOlder }, "Try again"));
+  } else olderBox.replaceChildren(h("button", { type: "button", class: "link", onclick: loadOlder }, "Show earlier messages"));
+}
+
+function loadOlder() {
+  const before = state.order[0];
+  if (!state.older || state.loading || state.olderPending !== null || !before || !state.conversationId) return;
+  delete olderBox.dataset.error;
+  if (!sendFrame({ type: "older", conversation: state.conversationId, before, ref: `older-${before}` })) return;
+  state.olderPending = before;
+  renderOlder();
+}
+
+// Within a screen of the top: the next page is wanted (a short page that does not fill the
+// screen asks for the next at once).
+function moreIfNearTop() {
+  if (state.older && state.olderPending === null && transcript.scrollTop < transcript.clientHeight) loadOlder();
+}
+
+transcript.addEventListener("scroll", moreIfNearTop, { passive: true });
+
+function onOlderMessages(frame) {
+  if (frame.conversation !== state.conversationId || frame.before !== state.olderPending) return;
+  state.olderPending = null;
+  if (state.order[0] !== frame.before) {
+    renderOlder(); // another branch is shown now
+    return;
+  }
+  // Keep the reader's place: the message that was first stays where it is on the screen.
+  const anchor = views.get(frame.before)?.el;
+  const y = anchor ? anchor.getBoundingClientRect().top : 0;
+  const ids = [];
+  for (const m of frame.messages) {
+    if (state.messages.has(m.id)) continue;
+    state.messages.set(m.id, { ...m });
+    state.lastSeq.set(m.id, m.seq || 0);
+    ids.push(m.id);
+  }
+  state.order = ids.concat(state.order);
+  Object.assign(state.siblings, frame.siblings || {});
+  state.older = Boolean(frame.older) && ids.length > 0;
+  for (const id of ids) renderMessage(id);
+  renderOlder();
+  if (anchor) transcript.scrollTop += anchor.getBoundingClientRect().top - y;
+  if (!state.title) setTitle("");
+  moreIfNearTop();
 }
 
 function onAck(frame) {
@@ -424,6 +523,15 @@ function resync() {
 }
 
 function onError(frame) {
+  if (typeof frame.ref === "string" && frame.ref.startsWith("older-")) {
+    // Earlier messages could not be read: say so where they would be, with another try.
+    if (frame.ref === `older-${state.olderPending}`) {
+      state.olderPending = null;
+      olderBox.dataset.error = `Could not load earlier messages: ${frame.message || "the server refused."}`;
+      renderOlder();
+    }
+    return;
+  }
   const i = frame.ref ? outbox.findIndex((f) => f.client_key === frame.ref) : -1;
   if (i >= 0) {
     // Refused for good (busy, too long, no such conversation): give the text back, not lost.
@@ -452,8 +560,10 @@ function firstLine(text) {
 // Until the model has named the conversation, its first question stands in for the title.
 function setTitle(title) {
   state.title = title || "";
-  const first = state.order.map((id) => state.messages.get(id)).find((m) => m && m.role === "user");
-  const shown = state.title || (first && firstLine(first.content)) || "New conversation";
+  // The first question, when it is loaded; else the list's preview of it.
+  const first = state.older ? null : state.order.map((id) => state.messages.get(id)).find((m) => m && m.role === "user");
+  const preview = state.older && state.conversationId ? sidebar.item(state.conversationId)?.preview : "";
+  const shown = state.title || (first && firstLine(first.content)) || (preview && firstLine(preview)) || "New conversation";
   titleEl.textContent = state.conversationId ? shown : "New chat";
   document.title = state.conversationId ? `${shown} · Chat` : "Chat";
 }
@@ -461,11 +571,22 @@ function setTitle(title) {
 function clearTranscript() {
   state.messages.clear();
   state.order = [];
+  state.older = false;
+  state.olderPending = null;
+  delete olderBox.dataset.error;
   state.lastSeq.clear();
   state.siblings = {};
   views.clear();
   transcript.replaceChildren();
   dirty.clear();
+}
+
+function dropMessage(id) {
+  views.get(id)?.el.remove();
+  views.delete(id);
+  state.messages.delete(id);
+  state.lastSeq.delete(id);
+  dirty.delete(id);
 }
 
 function showEmpty() {

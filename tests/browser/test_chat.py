@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -18,7 +19,7 @@ from tests.browser.conftest import (
     tokens,
     watch,
 )
-from tests.factories import make_user
+from tests.factories import make_branch, make_user
 
 CONVERSATION_URL = re.compile(r"/c/[0-9a-f-]{36}/$")
 
@@ -275,6 +276,61 @@ def test_the_connection_state_is_visible_and_the_page_reconnects(chat):
     expect(last_answer(chat)).to_contain_text("Back online.")
 
 
+def test_reconnecting_backs_off_when_the_server_drops_every_socket(chat, user, server_url,
+                                                                  django_db_blocker):
+    """A server that accepts sockets and drops them on the first frame (the loop of issue 13:
+    every open reset the delay, so every tab came back every 0.25 to 0.5 s for ever)."""
+    with django_db_blocker.unblock():
+        conversation = Conversation.objects.create(owner=user, title="Dropped")
+    opened: list[float] = []
+
+    def socket(ws):
+        opened.append(time.monotonic())
+        ws.on_message(lambda message: ws.close())  # the page's "watch", once it is open
+
+    chat.route_web_socket(re.compile(r"/ws/chat/"), socket)
+    chat.goto(f"{server_url}/c/{conversation.pk}/")
+    connection = chat.locator("#connection")
+    deadline = time.monotonic() + 15
+    while len(opened) < 4 and time.monotonic() < deadline:
+        chat.wait_for_timeout(100)  # the route's handler runs while the page is waited on
+    chat.wait_for_timeout(200)
+    gaps = [b - a for a, b in zip(opened, opened[1:])]
+    # Each wait at least as long as the one before (jitter within the lower and upper half of
+    # a doubling ceiling), the fourth at least a second: no tight loop.
+    assert len(gaps) >= 3, opened
+    assert all(later >= earlier - 0.15 for earlier, later in zip(gaps, gaps[1:])), gaps
+    assert gaps[2] >= 0.9, gaps
+    assert len(opened) <= 5, f"{len(opened)} connections in {opened[-1] - opened[0]:.1f} s"
+    expect(connection).to_have_attribute("data-state", "closed")
+    expect(connection).to_contain_text(re.compile(r"Reconnecting in \d+ s"))
+    # "Retry now" does not wait for the delay.
+    before = len(opened)
+    connection.get_by_role("button", name="Retry now").click()
+    chat.wait_for_function("n => Number(document.querySelector('#connection').dataset.attempt) >= n",
+                           arg=before + 1)
+    assert len(opened) == before + 1
+
+
+def test_the_reconnect_delay_grows_to_its_cap_with_jitter(chat, server_url):
+    delays = chat.evaluate("""async () => {
+        const { reconnectDelay, MAX_DELAY_MS } = await import('/static/chat/backoff.js');
+        const low = [], high = [];
+        for (let n = 0; n < 12; n++) {
+            low.push(reconnectDelay(n, () => 0));
+            high.push(reconnectDelay(n, () => 0.999999));
+        }
+        return { low, high, cap: MAX_DELAY_MS, far: reconnectDelay(1e6) };
+    }""")
+    low, high = delays["low"], delays["high"]
+    assert low[:5] == [250, 500, 1000, 2000, 4000]
+    assert high[:5] == [500, 1000, 2000, 4000, 8000]
+    # The worst dice never shorten the next wait, until the cap.
+    assert all(high[n] <= low[n + 1] for n in range(5))
+    assert max(high) == delays["cap"] == 30_000 and low[-1] == 15_000
+    assert 15_000 <= delays["far"] <= 30_000
+
+
 def press_until(page, key: str, target, limit: int = 40) -> None:
     """Press `key` until `target` has the focus (keyboard-only navigation)."""
     for _ in range(limit):
@@ -387,9 +443,57 @@ def test_a_conversation_too_large_for_one_frame_opens_whole(chat, user, server_u
                                             content=f"Answer number {i}.", parent=question,
                                             status="complete")
     chat.goto(f"{server_url}/c/{conversation.pk}/")
-    expect(answers(chat)).to_have_count(11, timeout=30_000)
-    expect(last_answer(chat)).to_contain_text("Answer number 10.")
+    expect(last_answer(chat)).to_contain_text("Answer number 10.", timeout=30_000)
+    # The newest part first (a page is half a frame); the rest as the reader scrolls up.
+    assert answers(chat).count() < 11
+    scroll_to_the_first_message(chat)
+    expect(answers(chat)).to_have_count(11)
     expect(chat.locator("main article.message.user").first).to_contain_text("Q0 12:00:00 worker 0")
+    assert not chat.watcher.errors
+
+
+def scroll_to_the_first_message(page, limit: int = 100) -> None:
+    """Scroll the transcript up until the branch's first message is loaded."""
+    older = page.locator("#older")
+    for _ in range(limit):
+        if older.count() == 0:
+            return
+        page.locator("#transcript").evaluate("t => { t.scrollTop = 0; }")
+        page.wait_for_function(
+            "() => !document.querySelector('#older') || document.querySelector('#older')"
+            ".dataset.state === 'idle'")
+    raise AssertionError("the first message never came")
+
+
+def test_scrolling_up_a_long_conversation_loads_older_messages_in_place(
+        chat, user, server_url, django_db_blocker):
+    with django_db_blocker.unblock():
+        conversation = Conversation.objects.create(owner=user, title="A long one")
+        made = make_branch(conversation=conversation, messages=300,
+                           text="message {n}: " + "a few words to fill a line " * 6)
+    chat.goto(f"{server_url}/c/{conversation.pk}/")
+    expect(last_answer(chat)).to_contain_text("message 299:")
+    messages = chat.locator("main article.message")
+    expect(messages).to_have_count(40)
+    older = chat.locator("#older")
+    expect(older).to_be_attached()
+    # Scrolled to the top: the page before comes, and what was first stays where it was.
+    first = chat.locator(f'article.message[data-id="{made[260].pk}"]')
+    chat.locator("#transcript").evaluate("t => { t.scrollTop = 0; }")
+    top = first.evaluate("el => el.getBoundingClientRect().top")
+    expect(messages).to_have_count(80)
+    chat.wait_for_timeout(100)
+    assert abs(first.evaluate("el => el.getBoundingClientRect().top") - top) < 2
+    assert chat.locator("#transcript").evaluate("t => t.scrollTop") > 0
+    scroll_to_the_first_message(chat)
+    expect(messages).to_have_count(300)
+    ids = [int(i) for i in messages.evaluate_all("els => els.map(e => e.dataset.id)")]
+    assert ids == [m.pk for m in made]
+    expect(messages.first).to_contain_text("message 0:")
+    # Nothing was lost on the way: sending still continues the branch at its end.
+    send(chat, directive(reply="After three hundred."))
+    expect(last_answer(chat)).to_contain_text("After three hundred.")
+    expect(messages).to_have_count(302)
     assert not chat.watcher.errors
 
 

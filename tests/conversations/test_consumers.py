@@ -13,7 +13,7 @@ from chatsite.asgi import application
 from conversations import broker
 from conversations.models import Message
 from tests.conversations.ws import connect, finished, receive, send, text_of, until
-from tests.factories import make_conversation, make_message, make_user
+from tests.factories import make_branch, make_conversation, make_message, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -331,4 +331,70 @@ async def test_an_agent_outside_the_users_groups_cannot_start_or_continue_a_turn
     assert error["code"] == "agent_unavailable" and "start a new conversation" in error["message"]
     assert await Message.objects.filter(conversation__owner=user).acount() == stored
     assert fake_llm.stats().requests == requests
+    await comm.disconnect()
+
+
+async def test_a_2000_message_conversation_opens_at_once_and_pages_back_to_its_first_message(
+        fake_llm, settings):
+    user = await new_user()
+    conversation = await sync_to_async(make_conversation)(owner=user, title="Long")
+    made = await sync_to_async(make_branch)(conversation=conversation, messages=2000,
+                                            text="message {n} " + "lorem ipsum " * 30)
+    comm = await connect(user)
+    await send(comm, {"type": "watch", "conversation": str(conversation.pk)})
+    raw = await comm.receive_from(timeout=10)
+    # One frame, not parts: the newest page, well inside the bound.
+    assert len(raw.encode()) <= settings.WS_MAX_SEND_BYTES // 2 + 2048
+    state = json.loads(raw)
+    assert state["type"] == "conversation" and state["older"] is True
+    assert state["messages"][-1]["id"] == made[-1].pk
+    seen, older, pages = [m["id"] for m in state["messages"]], state["older"], 1
+    while older:
+        await send(comm, {"type": "older", "conversation": str(conversation.pk),
+                          "before": seen[0]})
+        raw = await comm.receive_from(timeout=10)
+        assert len(raw.encode()) <= settings.WS_MAX_SEND_BYTES
+        page = json.loads(raw)
+        assert (page["type"], page["before"]) == ("older_messages", seen[0])
+        assert set(page["siblings"]) == {str(m["id"]) for m in page["messages"]}
+        seen = [m["id"] for m in page["messages"]] + seen
+        older, pages = page["older"], pages + 1
+    assert seen == [m.pk for m in made]
+    assert pages == 2000 // 40
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "older"}, "bad_frame"),
+        ({"type": "older", "conversation": "C"}, "bad_frame"),
+        ({"type": "older", "conversation": "C", "before": "12"}, "bad_frame"),
+        ({"type": "older", "conversation": "C", "before": True}, "bad_frame"),
+        ({"type": "older", "conversation": "C", "before": -3}, "bad_frame"),
+        ({"type": "older", "conversation": "C", "before": 2**70}, "bad_frame"),
+        ({"type": "older", "conversation": "C", "before": 1.5}, "bad_frame"),
+        ({"type": "older", "conversation": "C", "before": "OTHER"}, "not_found"),
+        ({"type": "older", "conversation": "C", "before": 2**40}, "not_found"),
+        ({"type": "older", "conversation": "00000000-0000-0000-0000-000000000000",
+          "before": "FIRST"}, "not_found"),
+    ],
+)
+async def test_bad_older_frames_get_clear_errors(frame, code, fake_llm):
+    user = await new_user()
+    conversation = await sync_to_async(make_conversation)(owner=user)
+    [first, _] = await sync_to_async(make_branch)(conversation=conversation, messages=2)
+    [other] = await sync_to_async(make_branch)(
+        conversation=await sync_to_async(make_conversation)(owner=user), messages=1)
+    names = {"C": str(conversation.pk), "OTHER": other.pk, "FIRST": first.pk}
+    frame = {k: names.get(v, v) if isinstance(v, str) else v for k, v in frame.items()}
+    comm = await connect(user)
+    await send(comm, {**frame, "ref": "r-1"})
+    answer = await receive(comm)
+    assert (answer["type"], answer["code"], answer["ref"]) == ("error", code, "r-1")
+    assert answer["message"]
+    # The first message has nothing before it: an empty page, and no more.
+    await send(comm, {"type": "older", "conversation": str(conversation.pk), "before": first.pk})
+    page = await receive(comm)
+    assert (page["type"], page["messages"], page["older"]) == ("older_messages", [], False)
     await comm.disconnect()

@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 from conversations import broker, joining, sending
 from conversations.broker import Delivery
 from conversations.sinks import TurnEvents
-from tests.factories import make_conversation, make_message, make_user
+from tests.factories import make_branch, make_conversation, make_message, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -109,6 +109,37 @@ async def test_joining_mid_turn_shows_the_text_so_far_then_the_rest_once(fake_ll
     await broker.wait_for_turns(timeout=10)
     seqs = [f["seq"] for f in port.frames if f["type"] == "turn"]
     assert seqs == list(range(reply["seq"] + 1, reply["seq"] + 1 + len(seqs)))
+    assert reply["content"] + port.turn_text() == "".join(f"tok{i} " for i in range(30))
+    own.abandon()
+    await joiner.close()
+
+
+async def test_joining_a_long_conversation_mid_turn_shows_its_newest_page_and_the_running_answer(
+        fake_llm):
+    """The running answer is the branch's newest message: always on the first page, where its
+    live view replaces the stored text."""
+    def make():
+        user = make_user()
+        conversation = make_conversation(owner=user, title="Long")
+        make_branch(conversation=conversation, messages=300)
+        return user, str(conversation.pk)
+    user, conversation_id = await sync_to_async(make)()
+    prepared = await sync_to_async(sending.do_send)(user_id=user.pk, request=sending.check_send(
+        conversation=conversation_id, text='fake: {"tokens": 30, "gap_ms": 15}'))
+    own = TurnEvents()
+    await broker.start_turn(plan=prepared.plan, sinks=[own])
+    async for envelope in own:
+        if envelope.event.kind == "text" and envelope.seq > 5:
+            break
+    port = Port()
+    joiner = joining.Joiner(port)
+    await joiner.watch(user=user, conversation_id=conversation_id)
+    [state] = port.states()
+    assert state["older"] is True and len(state["messages"]) == 40
+    reply = state["messages"][-1]
+    assert reply["id"] == prepared.assistant_message.id
+    assert reply["status"] == "streaming" and reply["content"]
+    await broker.wait_for_turns(timeout=10)
     assert reply["content"] + port.turn_text() == "".join(f"tok{i} " for i in range(30))
     own.abandon()
     await joiner.close()

@@ -226,6 +226,13 @@ def socket_attempts(a: World, b: World) -> dict[str, list[tuple[dict, dict]]]:
              {"conversation": own, "message": MISSING_ID}),
         ],
         "stop": [({"conversation": busy}, {"conversation": missing})],
+        "older": [
+            ({"conversation": conv, "before": a.answer.pk},
+             {"conversation": missing, "before": a.answer.pk}),
+            # Bob's own conversation, paging back from Alice's message.
+            ({"conversation": own, "before": a.answer.pk},
+             {"conversation": own, "before": MISSING_ID}),
+        ],
         "decide": [
             ({"conversation": busy, "call_id": a.call.call_id, "decision": "approve"},
              {"conversation": missing, "call_id": a.call.call_id, "decision": "approve"}),
