@@ -6,11 +6,16 @@ class ConversationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from conversations import account_changes, budgets, hooks
+        from django.db.backends.signals import connection_created
+
+        from conversations import account_changes, budgets, fulltext, hooks
         from conversations.titles import title_after_first_exchange
         from conversations.tool_approval import apply_tool_policy
 
         account_changes.connect_signals()
+        # Titles are searched by the same rule as messages; SQLite learns it per connection.
+        connection_created.connect(fulltext.register_sqlite_functions,
+                                   dispatch_uid="conversations.fulltext")
 
         # Built-in hooks, registered once per process (ready() may run again in tests).
         if title_after_first_exchange not in hooks.registered("turn_finished"):
