@@ -147,6 +147,15 @@ class Message(models.Model):
                 condition=Q(status__in=["pending", "streaming"]),
                 name="msg_unfinished",
             ),
+            # The audit's status filter, newest first (conversations.admin): only answers that
+            # ended badly, so a row enters it at most once, when its turn fails, stops or is
+            # interrupted (nothing on the hot path of a normal turn); "complete", nearly every
+            # row, is served by msg_created, and the unfinished ones by msg_unfinished.
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status__in=["stopped", "failed", "interrupted"]),
+                name="msg_ended_badly",
+            ),
         ]
 
     def __str__(self) -> str:
