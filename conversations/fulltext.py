@@ -153,15 +153,24 @@ def tsquery_text(terms: list[Term]) -> str:
     return " & ".join(parts)
 
 
-def message_filter(terms: list[Term], *, vendor: str | None = None) -> Q:
+def message_filter(terms: list[Term], *, vendor: str | None = None,
+                   within_conversation: bool = False) -> Q:
     """A filter for Message querysets: the messages that contain every term. Through the
-    index on both databases when there is at least one word term."""
+    index on both databases when there is at least one word term; with `within_conversation`
+    (a subquery for one conversation's first match), PostgreSQL reads that conversation's
+    messages in order instead: run once per listed conversation, a scan of the index costs
+    each run the whole scan (27 ms for a phrase at a million messages, 51 times a page)."""
     vendor = vendor or connection.vendor
     condition = Q()
     if any(term.words for term in terms):
         if vendor == "postgresql":
+            column = _VectorColumn()
+            if within_conversation:
+                # Not the indexed expression: the planner walks msg_conv_order and stops at
+                # the first match.
+                column = Func(column, Value(""), function="COALESCE", output_field=TextField())
             condition &= Q(Func(
-                _VectorColumn(), Value(tsquery_text(terms)),
+                column, Value(tsquery_text(terms)),
                 template="%(expressions)s)", arg_joiner=" @@ to_tsquery('simple'::regconfig, ",
                 output_field=BooleanField()))
         else:
@@ -209,6 +218,13 @@ def title_filter(terms: list[Term], *, vendor: str | None = None) -> Q:
     condition = Q()
     words = [term for term in terms if term.words]
     if words:
+        # A title holding a word (or a word it begins) holds it as text: a LIKE per word is a
+        # cheap first sieve, so that the rule proper (a tsvector built per title, or the
+        # Python function) runs on the few titles left, not on all of a person's (66 ms for
+        # 10,000 conversations on PostgreSQL, whatever the words).
+        for term in words:
+            for word in term.words:
+                condition &= Q(title__icontains=word)
         if vendor == "postgresql":
             condition &= Q(Func(
                 F("title"), Value(tsquery_text(words)),

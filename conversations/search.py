@@ -99,8 +99,11 @@ def conversation_page(*, user, query: str = "", cursor: str | None = None,
         # short row per conversation of this person.
         matching = Message.objects.filter(fulltext.message_filter(terms),
                                           conversation=OuterRef("pk"))
-        by_text = list(qs.filter(Exists(matching)).annotate(
-            hit=Subquery(matching.order_by("created_at", "id").values("id")[:1]))[: limit + 1])
+        first_hit = Message.objects.filter(
+            fulltext.message_filter(terms, within_conversation=True),
+            conversation=OuterRef("pk")).order_by("created_at", "id").values("id")[:1]
+        by_text = list(qs.filter(Exists(matching)).annotate(hit=Subquery(first_hit))
+                       [: limit + 1])
         by_title = list(qs.filter(fulltext.title_filter(terms))[: limit + 1])
         merged = {c.pk: c for c in by_title} | {c.pk: c for c in by_text}
         rows = sorted(merged.values(), key=lambda c: (c.updated_at, c.pk), reverse=True)
