@@ -147,6 +147,9 @@ def reads(ids: dict) -> list[tuple[str, str, str, str]]:
         ("admin", "conversations by message model", "auditor",
          f"{c}?messages__model=claude-sonnet-4"),
         ("admin", "conversations by message status", "auditor", f"{c}?messages__status=failed"),
+        ("admin", f"conversation search, rare ({RARE_WORD})", "auditor", f"{c}?q={RARE_WORD}"),
+        ("admin", f"conversation search, common ({COMMON_WORD})", "auditor",
+         f"{c}?q={COMMON_WORD}"),
         ("admin", "long conversation's page", "auditor", f"{c}{ids['long']}/change/"),
     ]
     return [row for row in rows if row[3] is not None]
