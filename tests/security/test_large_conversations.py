@@ -40,8 +40,18 @@ async def test_a_conversation_of_eleven_99_kb_messages_still_opens(server):
     await watcher.send({"type": "watch", "conversation": conversation})
     state = await watcher.until(lambda f: f["type"] in ("conversation", "error"))
     assert state["type"] == "conversation", state
-    assert [m["content"] for m in state["messages"] if m["role"] == "user"] == [text] * 11
-    assert len(state["messages"]) == 22
+    # The newest page first (bounded by bytes: here one exchange), the rest page by page.
+    messages = state["messages"]
+    older = state["older"]
+    while older:
+        await watcher.send({"type": "older", "conversation": conversation,
+                            "before": messages[0]["id"]})
+        page = await watcher.until(lambda f: f["type"] in ("older_messages", "error"))
+        assert page["type"] == "older_messages", page
+        messages = page["messages"] + messages
+        older = page["older"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == [text] * 11
+    assert len(messages) == 22
     assert max(watcher.sizes) <= SEND_LIMIT
     await watcher.send({"type": "ping"})
     await watcher.until(lambda f: f["type"] == "pong")
