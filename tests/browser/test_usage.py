@@ -29,12 +29,13 @@ def test_the_context_meter_shows_the_window_and_follows_each_answer(chat, django
     with django_db_blocker.unblock():
         # The fake model, priced (per million tokens): the answer's line shows its cost.
         priced = LanguageModel.objects.create(server=None, name="fake-model",
+                                              context_window=32_768,
                                               input_price=Decimal(1), output_price=Decimal(2))
     try:
         send(page, "Hello\n" + directive(reply="Hi.", usage={"prompt_tokens": 3000,
                                                              "completion_tokens": 200}))
         expect(last_answer(page)).to_contain_text("Hi.")
-        # The default window (MODEL_CONTEXT_WINDOW, 32,768): no LanguageModel row sets one.
+        # The model's window, 32,768 tokens.
         expect(meter).to_have_text("Context used: 3.2k / 32.8k tokens")
         expect(meter).to_have_attribute("data-level", "ok")
         expect(meter).to_have_attribute("title", re.compile(r"^3,200 of the model's 32,768 tokens"))
