@@ -132,14 +132,26 @@ def conversation_page(*, user, query: str = "", cursor: str | None = None,
     return Page(items=items, next_cursor=encode_cursor(rows[-1]) if more else None)
 
 
-def messages_matching(*, messages: QuerySet[Message], query: str) -> QuerySet[Message]:
+def messages_matching(*, messages: QuerySet[Message], query: str,
+                      within_conversation: bool = False) -> QuerySet[Message]:
     """`messages` narrowed to those holding every term of `query`, through the search index
     (the audit's search of message text: everyone's, deleted conversations included, as
-    `messages` has them). None for a query without a word."""
+    `messages` has them), or, `within_conversation`, by reading one conversation's messages
+    in order (fulltext.message_filter). None for a query without a word."""
     terms = fulltext.parse(" ".join(query.split())[:MAX_QUERY_CHARS])
     if not terms:
         return messages.none()
-    return messages.filter(fulltext.message_filter(terms))
+    return messages.filter(fulltext.message_filter(
+        terms, within_conversation=within_conversation))
+
+
+class CheckedPerRow(Exists):
+    """EXISTS that the database checks for each outer row. PostgreSQL otherwise turns an
+    EXISTS inside an OR into a hashed set of every match (all 75,000 messages of a common
+    word, read before the first row is returned); an OFFSET keeps it from rewriting the
+    subquery (a LIMIT alone it drops)."""
+
+    template = "EXISTS(%(subquery)s OFFSET 0)"
 
 
 def conversations_matching(*, conversations: QuerySet[Conversation],

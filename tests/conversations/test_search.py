@@ -267,3 +267,16 @@ def test_the_audit_searches_message_text_through_the_index(auditor, corpus):
     assert page.status_code == 200 and "Music" in page.text and "Cluster work" not in page.text
     page = auditor.get("/admin/conversations/conversation/", {"q": "Cluster"})
     assert "Cluster work" in page.text and "Music" not in page.text
+
+
+def test_the_audit_finds_the_same_conversations_for_a_common_word(auditor, corpus, monkeypatch):
+    """Past ConversationAdmin.COMMON_MATCHES matching messages a word is looked for by reading
+    each conversation's messages rather than through the index: the same conversations."""
+    from conversations.admin import ConversationAdmin
+
+    monkeypatch.setattr(ConversationAdmin, "COMMON_MATCHES", 1)
+    page = auditor.get("/admin/conversations/conversation/", {"q": "xylophone"})
+    assert page.status_code == 200 and "Music" in page.text and "Cluster work" not in page.text
+    # A title match still counts on this path.
+    page = auditor.get("/admin/conversations/conversation/", {"q": "Cluster"})
+    assert "Cluster work" in page.text and "Music" not in page.text
