@@ -270,8 +270,9 @@ def test_the_audit_searches_message_text_through_the_index(auditor, corpus):
 
 
 def test_the_audit_finds_the_same_conversations_for_a_common_word(auditor, corpus, monkeypatch):
-    """Past ConversationAdmin.COMMON_MATCHES matching messages a word is looked for by reading
-    each conversation's messages rather than through the index: the same conversations."""
+    """Past ConversationAdmin.COMMON_MATCHES matching messages a word is looked for, on
+    PostgreSQL, by reading each conversation's messages rather than through the index: the
+    same conversations (on SQLite, the same path as a rare word)."""
     from conversations.admin import ConversationAdmin
 
     monkeypatch.setattr(ConversationAdmin, "COMMON_MATCHES", 1)
