@@ -7,12 +7,18 @@ class ConversationsConfig(AppConfig):
 
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
+        from django.db.models.signals import post_delete, post_save
 
         from conversations import account_changes, budgets, fulltext, hooks
+        from conversations.models import Budget
         from conversations.titles import title_after_first_exchange
         from conversations.tool_approval import apply_tool_policy
 
         account_changes.connect_signals()
+        # A process that knows no budget exists skips their check (conversations.budgets).
+        for signal in (post_save, post_delete):
+            signal.connect(budgets.budgets_changed, sender=Budget,
+                           dispatch_uid=f"budgets-changed-{signal is post_save}")
         # Titles are searched by the same rule as messages; SQLite learns it per connection.
         connection_created.connect(fulltext.register_sqlite_functions,
                                    dispatch_uid="conversations.fulltext")

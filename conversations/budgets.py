@@ -21,6 +21,7 @@ bound, an input within its estimate).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -74,6 +75,29 @@ def period_end(period: str, now: datetime) -> datetime:
     return timezone.make_aware(following.replace(tzinfo=None), start.tzinfo)
 
 
+# Whether any budget exists at all, per process, for a few seconds: most installations have
+# none, and then a turn should not pay a database round trip per model round to learn it.
+# Saving or deleting a budget through this process's ORM clears it at once (conversations.apps);
+# another process sees a first budget at most BUDGETS_CACHE_SECONDS later.
+BUDGETS_CACHE_SECONDS = 5.0
+_clock = time.monotonic
+_any_budget: tuple[float, bool] | None = None
+
+
+def budgets_changed(**_: object) -> None:
+    """post_save / post_delete receiver for Budget."""
+    global _any_budget
+    _any_budget = None
+
+
+def _budgets_exist() -> bool:
+    global _any_budget
+    now = _clock()
+    if _any_budget is None or _any_budget[0] <= now:
+        _any_budget = (now + BUDGETS_CACHE_SECONDS, Budget.objects.exists())
+    return _any_budget[1]
+
+
 def do_hold_round(*, user_id: int, message_id: int, used_tokens: int, used_cost: Decimal,
                   hold: Callable[[], Hold], starting: bool, now: datetime | None = None) -> None:
     """Admit the next round of turn `message_id` (which has used `used_*` so far) against every
@@ -81,6 +105,8 @@ def do_hold_round(*, user_id: int, message_id: int, used_tokens: int, used_cost:
     saying which limit and when it renews. `starting`: the turn's first round (a limit of
     turns counts turns, not rounds). Without budgets this is one read, and no write."""
     now = now or timezone.now()
+    if not _budgets_exist():
+        return
     applying = Budget.objects.filter(Q(user_id=user_id) | Q(group__user=user_id), enabled=True)
     # Most people have no budget: a plain read, without the write transaction (which on SQLite
     # takes the database's write lock).
@@ -193,6 +219,8 @@ def _refusal(budget: Budget, *, used: Decimal | int, retry_at: datetime, now: da
 
 
 async def check_before_model(ctx: hooks.TurnContext) -> None:
+    if _any_budget is not None and not _any_budget[1] and _any_budget[0] > _clock():
+        return  # no budget anywhere, known without a thread hop
     def hold() -> Hold:
         return round_hold(ctx.spec, request_tokens(
             system=ctx.spec.system_prompt, history=ctx.history, tools=ctx.spec.tools))
@@ -203,6 +231,8 @@ async def check_before_model(ctx: hooks.TurnContext) -> None:
 
 
 async def check_before_round(ctx: hooks.TurnContext, info: hooks.RoundInfo) -> None:
+    if _any_budget is not None and not _any_budget[1] and _any_budget[0] > _clock():
+        return
     await database_sync_to_async(do_hold_round)(
         user_id=ctx.user_id, message_id=ctx.message_id,
         used_tokens=info.usage.input_tokens + info.usage.output_tokens,
