@@ -19,13 +19,18 @@ tokens a round was billed to the estimate of that request, learned per process a
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from agents.events import ChatMessage, ToolSpec
-from agents.model_info import MESSAGE_OVERHEAD_TOKENS, ModelInfo, estimated_tokens
+from agents.model_info import (
+    MESSAGE_OVERHEAD_TOKENS,
+    ModelInfo,
+    estimated_tokens,
+    message_tokens,
+    tool_tokens,
+)
 
 ANSWER_ROOM = 4096
 # Kept from a shortened tool result: its beginning and its end.
@@ -80,15 +85,8 @@ def answer_room(info: ModelInfo) -> int:
     return info.max_output_tokens or min(ANSWER_ROOM, info.context_window // 4)
 
 
-def _message_tokens(message: ChatMessage) -> int:
-    chars = len(message.content) + len(message.reasoning) + sum(
-        len(c.name) + len(c.arguments_raw or json.dumps(c.arguments)) for c in message.tool_calls)
-    return estimated_tokens(chars) + MESSAGE_OVERHEAD_TOKENS
-
-
 def _tools_tokens(tools: Sequence[ToolSpec]) -> int:
-    return sum(estimated_tokens(len(t.name) + len(t.description) + len(json.dumps(t.input_schema)))
-               for t in tools)
+    return sum(tool_tokens(t.name, t.description, t.input_schema) for t in tools)
 
 
 def _room(info: ModelInfo, ratio: float, *, system: str, tools: Sequence[ToolSpec]) -> float:
@@ -134,7 +132,7 @@ def fit(info: ModelInfo, *, system: str, messages: Sequence[ChatMessage],
     ratio = ratio_of(info.label)
     room = _room(info, ratio, system=system, tools=tools)
     turns = _turns(messages)
-    sizes = [[_message_tokens(m) for m in turn] for turn in turns]
+    sizes = [[message_tokens(m) for m in turn] for turn in turns]
     total = sum(map(sum, sizes))
     fixed = estimated_tokens(len(system)) + MESSAGE_OVERHEAD_TOKENS + _tools_tokens(tools)
     if total <= room:
@@ -150,7 +148,7 @@ def fit(info: ModelInfo, *, system: str, messages: Sequence[ChatMessage],
                 break
             if message.role == "tool" and len(message.content) > 2 * (KEEP_HEAD + KEEP_TAIL):
                 turn[i] = _shortened(message)
-                new_size = _message_tokens(turn[i])
+                new_size = message_tokens(turn[i])
                 total -= turn_sizes[i] - new_size
                 turn_sizes[i] = new_size
                 shortened += 1

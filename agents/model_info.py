@@ -65,21 +65,23 @@ def estimated_tokens(chars: int) -> int:
 MESSAGE_OVERHEAD_TOKENS = 8
 
 
-def history_chars(system: str, history: Iterable[ChatMessage]) -> tuple[int, int]:
-    """The characters of a request's system prompt and messages, and how many messages."""
-    chars = count = 0
-    for message in history:
-        count += 1
-        chars += len(message.content) + len(message.reasoning) + sum(
-            len(c.arguments_raw) + len(c.name) for c in message.tool_calls)
-    return chars + len(system), count + 1
+def message_tokens(message: ChatMessage) -> int:
+    """One message's tokens, estimated high: its text, reasoning and tool calls, and what a
+    chat template adds around it."""
+    chars = len(message.content) + len(message.reasoning) + sum(
+        len(c.name) + len(c.arguments_raw or json.dumps(c.arguments)) for c in message.tool_calls)
+    return estimated_tokens(chars) + MESSAGE_OVERHEAD_TOKENS
+
+
+def tool_tokens(name: str, description: str, schema: dict) -> int:
+    """One offered tool's tokens, estimated high (its schema is usually the larger part)."""
+    return estimated_tokens(len(name) + len(description) + len(json.dumps(schema)))
 
 
 def request_tokens(*, system: str, history: Iterable[ChatMessage],
                    tools: Iterable[OfferedTool] = ()) -> int:
-    """A first request's input tokens, estimated high (budgets hold them back): its messages,
-    and the tools offered with it (their schemas are often the larger part)."""
-    chars, count = history_chars(system, history)
-    chars += sum(len(t.exposed_name) + len(t.description) + len(json.dumps(t.input_schema))
-                 for t in tools)
-    return estimated_tokens(chars) + count * MESSAGE_OVERHEAD_TOKENS
+    """A first request's input tokens, estimated high (budgets hold them back): the system
+    prompt, the messages, and the tools offered with it."""
+    return (estimated_tokens(len(system)) + MESSAGE_OVERHEAD_TOKENS
+            + sum(message_tokens(m) for m in history)
+            + sum(tool_tokens(t.exposed_name, t.description, t.input_schema) for t in tools))

@@ -98,6 +98,12 @@ def _budgets_exist() -> bool:
     return _any_budget[1]
 
 
+def _known_none() -> bool:
+    """No budget exists, as this process knows without asking the database."""
+    known = _any_budget
+    return known is not None and not known[1] and known[0] > _clock()
+
+
 def do_hold_round(*, user_id: int, message_id: int, used_tokens: int, used_cost: Decimal,
                   hold: Callable[[], Hold], starting: bool, now: datetime | None = None) -> None:
     """Admit the next round of turn `message_id` (which has used `used_*` so far) against every
@@ -219,8 +225,8 @@ def _refusal(budget: Budget, *, used: Decimal | int, retry_at: datetime, now: da
 
 
 async def check_before_model(ctx: hooks.TurnContext) -> None:
-    if _any_budget is not None and not _any_budget[1] and _any_budget[0] > _clock():
-        return  # no budget anywhere, known without a thread hop
+    if _known_none():  # then without a thread hop
+        return
     def hold() -> Hold:
         return round_hold(ctx.spec, request_tokens(
             system=ctx.spec.system_prompt, history=ctx.history, tools=ctx.spec.tools))
@@ -231,7 +237,7 @@ async def check_before_model(ctx: hooks.TurnContext) -> None:
 
 
 async def check_before_round(ctx: hooks.TurnContext, info: hooks.RoundInfo) -> None:
-    if _any_budget is not None and not _any_budget[1] and _any_budget[0] > _clock():
+    if _known_none():
         return
     await database_sync_to_async(do_hold_round)(
         user_id=ctx.user_id, message_id=ctx.message_id,
